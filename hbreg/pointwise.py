@@ -1,0 +1,84 @@
+"""Per-observation log-likelihood and posterior predictive draws from a completed posterior.
+
+Every parameterization ends with the same coefficient variables, so the linear
+predictor is computed here once, in chunks of draws, instead of by each model.
+When draws x observations exceeds the configured limit the log-likelihood is not
+stored and the posterior predictive keeps a thinned set of draws: the reason is
+returned so the manifest can say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hbreg.data import ModelData
+
+__all__ = ["pointwise_groups"]
+
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarray:
+    """mu for the selected flat draw indices: (len(draws), n)."""
+    mu = np.zeros((len(draws), len(data.y)))
+    for j, coef in enumerate(data.coef_names):
+        values = _flat(posterior[coef])[draws]
+        if values.ndim == 2:  # (draws, groups): one value per group
+            values = values[:, data.group_idx]
+        else:
+            values = values[:, None]
+        mu += values * data.X[:, j]
+    return mu
+
+
+def _flat(var) -> np.ndarray:
+    values = var.values
+    return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+
+
+def pointwise_groups(posterior, data: ModelData, *, limit: int, seed: int, chunk: int = 200):
+    """Return (log_likelihood, posterior_predictive, note) as xarray Datasets or None."""
+    import xarray as xr
+
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    n_samples, n_obs = n_chains * n_draws, len(data.y)
+    sigma = _flat(posterior["sigma"])
+    rng = np.random.default_rng(seed)
+    dims = ("chain", "draw", "obs")
+    coords = {"chain": posterior["chain"].values, "obs": np.arange(n_obs)}
+    keep_loglik = n_samples * n_obs <= limit
+    ppc_draws_per_chain = max(1, min(n_draws, limit // max(1, n_chains * n_obs)))
+    thin = np.arange(0, n_draws, max(1, n_draws // ppc_draws_per_chain))[:ppc_draws_per_chain]
+    chosen = (np.arange(n_chains)[:, None] * n_draws + thin[None, :]).ravel()
+    loglik = np.empty((n_samples, n_obs)) if keep_loglik else None
+    ppc = np.empty((len(chosen), n_obs))
+    ppc_row = {flat: i for i, flat in enumerate(chosen)}
+    for start in range(0, n_samples, chunk):
+        draws = np.arange(start, min(start + chunk, n_samples))
+        wanted = [d for d in draws if d in ppc_row]
+        if not keep_loglik and not wanted:
+            continue
+        mu = linear_predictor(posterior, data, draws)
+        s = sigma[draws][:, None]
+        if keep_loglik:
+            loglik[draws] = -0.5 * ((data.y - mu) / s) ** 2 - np.log(s) - _HALF_LOG_2PI
+        for d in wanted:
+            row = d - start
+            ppc[ppc_row[d]] = mu[row] + s[row] * rng.standard_normal(n_obs)
+    note = None
+    if not keep_loglik:
+        note = (
+            f"log_likelihood not stored: {n_samples:,} draws x {n_obs:,} observations exceeds "
+            f"output.pointwise_limit {limit:,}; posterior_predictive keeps {len(chosen)} draws"
+        )
+    ppc_ds = xr.Dataset(
+        {data.outcome: (dims, ppc.reshape(n_chains, len(thin), n_obs))},
+        coords={**coords, "draw": posterior["draw"].values[thin]},
+    )
+    loglik_ds = None
+    if keep_loglik:
+        loglik_ds = xr.Dataset(
+            {data.outcome: (dims, loglik.reshape(n_chains, n_draws, n_obs))},
+            coords={**coords, "draw": posterior["draw"].values},
+        )
+    return loglik_ds, ppc_ds, note

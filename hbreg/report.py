@@ -1,0 +1,76 @@
+"""What the terminal shows: the sampling progress bar and Rich tables of results."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+__all__ = ["fit_progress", "print_fit", "print_runs"]
+
+
+@contextmanager
+def fit_progress(console: Console, config):
+    """A progress bar over all chains' draws; yields the callback the sampler calls."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:>6.0f}/{task.total:.0f} draws"),
+        TextColumn("[red]{task.fields[divergences]} divergences"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    total = config.sampler.chains * (config.sampler.draws + config.sampler.tune)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"Sampling {config.name}", total=total, divergences=0)
+
+        def update(done: int, _total: int, divergences: int) -> None:
+            progress.update(task, completed=done, divergences=divergences)
+
+        yield update
+        progress.update(task, completed=total)
+
+
+def print_fit(console: Console, result) -> None:
+    """Key parameters, the diagnostics verdict, notes, and the run directory last."""
+    table = Table(title=f"Posterior ({result.parameterization}, {result.backend})")
+    for column in ("parameter", "mean", "sd", "5%", "95%", "ess_bulk", "r_hat"):
+        table.add_column(column, justify="left" if column == "parameter" else "right")
+    summary = result.summary
+    for name in result.key_parameters:
+        row = summary.loc[name]
+        table.add_row(name, f"{row['mean']:.3f}", f"{row['sd']:.3f}", f"{row.iloc[2]:.3f}",
+                      f"{row.iloc[3]:.3f}", f"{row['ess_bulk']:.0f}", f"{row['r_hat']:.3f}")
+    console.print(table)
+    diag = result.diagnostics
+    verdict = "[green]pass[/]" if diag.passed else "[red]fail[/]"
+    console.print(
+        f"Diagnostics {verdict}: {diag.divergences} divergences, worst r_hat "
+        f"{diag.worst_r_hat:.3f}, lowest bulk ESS {diag.lowest_ess_bulk:.0f} "
+        f"({diag.lowest_ess_bulk_parameter})", highlight=False,
+    )
+    for failure in diag.failures:
+        console.print(f"  [red]-[/] {failure}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    t = result.timings
+    console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()), highlight=False)
+    console.print(f"run directory: [bold]{result.path}[/]", highlight=False)
+
+
+def print_runs(console: Console, runs) -> None:
+    """One line per run, newest first."""
+    table = Table()
+    for column in ("run", "name", "started", "status", "pooling", "divergences", "worst r_hat"):
+        table.add_column(column)
+    for run in runs:
+        m = run.manifest
+        diag = m.get("diagnostics", {})
+        r_hat = diag.get("worst_r_hat")
+        table.add_row(
+            run.path.name, run.name, m.get("started", "?"), run.status, m.get("pooling", "-"),
+            str(diag.get("divergences", "-")), f"{r_hat:.3f}" if r_hat is not None else "-",
+        )
+    console.print(table if runs else "no runs")
