@@ -128,3 +128,50 @@ def runs(
     from hbreg.runs import list_runs
 
     print_runs(console, list_runs(root))
+
+
+@app.command()
+@_user_errors
+def compare(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Run directories to compare; with --latest, the output root."),
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Compare the newest complete run of each name.")
+    ] = False,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", help="Only runs with this experiment name.")
+    ] = None,
+):
+    """Rank runs by PSIS-LOO and draw the shrinkage of group estimates."""
+    from hbreg.compare import compare_runs, render_comparison, select_runs
+
+    runs, root = select_runs(paths or [], latest=latest, names=name or [])
+    result = compare_runs(runs, root=root)
+    render_comparison(console, result)
+
+
+@app.command()
+@_user_errors
+def simulate(
+    config: Annotated[Path, typer.Argument(help="YAML simulation file.")],
+    overrides: SetOption = None,
+    replicates: Annotated[
+        int | None, typer.Option("--replicates", "-n", min=1, help="Independent datasets to fit.")
+    ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where replicates run: local or dask.")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Dask scheduler address, tcp://HOST:PORT.")
+    ] = None,
+):
+    """Fit data simulated from known parameters and report what was recovered."""
+    from hbreg.runs import handle_sigterm
+    from hbreg.simulate import load_simulation, render_recovery, run_simulation
+
+    handle_sigterm()
+    spec = load_simulation(config, overrides or [], replicates=replicates)
+    result = run_simulation(spec, executor=executor, scheduler=scheduler, console=console)
+    render_recovery(console, result)
