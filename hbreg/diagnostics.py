@@ -135,6 +135,9 @@ def divergence_report(diag: Diagnostics, *, parameterization: str, target_accept
     if diag.divergences == 0:
         lines.append(f"No divergent transitions in {n_total:,} draws "
                      f"({len(diag.divergences_per_chain)} chains).")
+        if not diag.passed:
+            lines += ["", "## Slow mixing", ""]
+            lines += _remedies(diag, parameterization=parameterization, target_accept=target_accept)
     else:
         lines.append(
             f"**{diag.divergences} divergent transitions** in {n_total:,} draws "
@@ -169,8 +172,25 @@ def divergence_report(diag: Diagnostics, *, parameterization: str, target_accept
 def _remedies(diag: Diagnostics, *, parameterization: str, target_accept: float) -> list[str]:
     scales = [r["parameter"] for r in diag.concentrations
               if r["parameter"].startswith("sigma_") and r["mean_quantile"] < 0.5]
+    slow = [p for p in (diag.lowest_ess_bulk_parameter, diag.worst_r_hat_parameter)
+            if p.startswith("sigma_")]
     lines = []
-    if scales:
+    if not diag.divergences and slow:
+        lines.append(
+            f"The chains move slowly through `{slow[0]}` (bulk ESS "
+            f"{diag.lowest_ess_bulk:.0f}, r_hat {diag.worst_r_hat:.3f}). That is the funnel of a "
+            f"{parameterization} hierarchical model: when `{slow[0]}` is small the group "
+            "coefficients are squeezed together, the posterior narrows, and NUTS needs tiny "
+            "steps to get in and out. The estimates of the scale are unreliable until this "
+            "is fixed; divergences usually follow with more draws."
+        )
+    elif not diag.divergences:
+        lines.append(
+            f"The chains mix slowly: lowest bulk ESS {diag.lowest_ess_bulk:.0f} "
+            f"(`{diag.lowest_ess_bulk_parameter}`), worst r_hat {diag.worst_r_hat:.3f} "
+            f"(`{diag.worst_r_hat_parameter}`). Estimates of these parameters are unreliable."
+        )
+    elif scales:
         lines.append(
             f"The divergences sit where {', '.join(f'`{s}`' for s in scales)} is small: the "
             "group coefficients are squeezed together and the posterior narrows into a funnel "

@@ -169,7 +169,7 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
         ax.tick_params(labelsize=8)
     for ax in axes.flat[len(items) :]:
         ax.set_axis_off()
-    fig.suptitle("Posterior distributions of the population-level parameters", fontsize=11)
+    _suptitle(fig, "Posterior distributions of the population-level parameters")
     fig.supxlabel("parameter value (bars: 50% and 90% intervals, dot: mean)", fontsize=9)
     return fig
 
@@ -204,7 +204,7 @@ def plot_trace(idata: Any, *, var_names: Sequence[str], group_dim: str | None = 
     axes[-1, 1].set_xlabel("rank of draw among all chains", fontsize=9)
     axes[0, 0].set_title("Trace per chain (divergent draws marked red below)", fontsize=10)
     axes[0, 1].set_title("Rank histogram per chain (flat = well mixed)", fontsize=10)
-    fig.suptitle("Traces and rank plots", fontsize=11)
+    _suptitle(fig, "Traces and rank plots")
     return fig
 
 
@@ -240,9 +240,9 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
     n_groups = len(labels)
     fontsize = 9 if n_groups <= 30 else 7 if n_groups <= 60 else 6
     height = max(3.0, 1.3 + 0.135 * n_groups)
-    label_width = 0.3 + max(map(len, labels)) * fontsize * 0.62 / 72
+    label_width = 0.55 + max(map(len, labels)) * fontsize * 0.62 / 72
     fig = _figure(label_width + 0.3 + 2.9 * len(columns), height, left=label_width, right=0.25,
-                  top=0.65, bottom=0.6, wspace=0.06)
+                  top=0.85, bottom=0.6, wspace=0.06)
     axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
     y = np.arange(n_groups)
     for ax, (title, values, mu) in zip(axes, columns):
@@ -251,9 +251,9 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
         ax.hlines(y, q25, q75, color=_INTERVAL_COLOR, lw=3)
         ax.plot(q50, y, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
         if mu is not None:
-            ax.axvline(mu, color="0.4", ls="--", lw=0.9, label=f"mu_{title} (mean)")
-            ax.legend(loc="lower right", fontsize=7, frameon=False)
-        ax.set_title(title, fontsize=10)
+            ax.axvline(mu, color="0.4", ls="--", lw=0.9)
+            title += f"\n(dashed: posterior mean of mu_{title})"
+        ax.set_title(title, fontsize=9)
         ax.grid(axis="x", color="0.9", lw=0.6)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_axisbelow(True)
@@ -262,7 +262,7 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
     axes[0].set_yticks(y, labels, fontsize=fontsize)
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
-    fig.suptitle(f"Group coefficients by {group_dim} (50% and 90% intervals)", fontsize=11)
+    _suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals)")
     fig.supxlabel("coefficient value (dot: posterior median)", fontsize=9)
     return fig
 
@@ -363,7 +363,7 @@ def plot_pair(idata: Any, *, var_names: Sequence[str], group_dim: str | None = N
     """Pairwise scatter of the divergence-prone parameters, divergent draws in red.
 
     Divergences that pile up where a scale parameter is small are the signature of a funnel.
-    Positive ``sigma*`` parameters are drawn on a log axis, where the funnel is easiest to see.
+    Positive ``sigma*`` parameters are drawn as their logarithm, where the funnel is plainest.
     Variables are ``name`` or ``name[label]`` (one group of a group variable); a variable with
     extra dimensions and no label contributes its first few entries.
     """
@@ -411,7 +411,7 @@ def plot_pair(idata: Any, *, var_names: Sequence[str], group_dim: str | None = N
             if j == 0 and i > 0:
                 ax.set_ylabel(labels[i], fontsize=9)
     title = f"Pair plot ({n_div} divergent draws in red)" if n_div else "Pair plot (no divergences)"
-    fig.suptitle(title, fontsize=11)
+    _suptitle(fig, title)
     return fig
 
 
@@ -448,6 +448,11 @@ def _figure(
         hspace=hspace,
     )
     return fig
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """The figure title, a fixed distance below the top edge whatever the figure height."""
+    fig.suptitle(text, fontsize=11, y=1 - 0.1 / fig.get_figheight(), va="top")
 
 
 def _group(idata: Any, name: str) -> Any:

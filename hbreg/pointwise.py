@@ -3,8 +3,9 @@
 Every parameterization ends with the same coefficient variables, so the linear
 predictor is computed here once, in chunks of draws, instead of by each model.
 When draws x observations exceeds the configured limit the log-likelihood is not
-stored and the posterior predictive keeps a thinned set of draws: the reason is
-returned so the manifest can say so.
+stored (the reason is returned so the manifest can say so). The posterior
+predictive keeps at most `PPC_DRAWS` evenly thinned draws, within the same limit:
+enough for every check and plot, without a file that grows with draws x rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hbreg.data import ModelData
 __all__ = ["pointwise_groups"]
 
 _HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+PPC_DRAWS = 500
 
 
 def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarray:
@@ -47,7 +49,8 @@ def pointwise_groups(posterior, data: ModelData, *, limit: int, seed: int, chunk
     dims = ("chain", "draw", "obs")
     coords = {"chain": posterior["chain"].values, "obs": np.arange(n_obs)}
     keep_loglik = n_samples * n_obs <= limit
-    ppc_draws_per_chain = max(1, min(n_draws, limit // max(1, n_chains * n_obs)))
+    ppc_total = min(PPC_DRAWS, limit // max(1, n_obs))
+    ppc_draws_per_chain = max(1, min(n_draws, ppc_total // n_chains))
     thin = np.arange(0, n_draws, max(1, n_draws // ppc_draws_per_chain))[:ppc_draws_per_chain]
     chosen = (np.arange(n_chains)[:, None] * n_draws + thin[None, :]).ravel()
     loglik = np.empty((n_samples, n_obs)) if keep_loglik else None
@@ -69,7 +72,7 @@ def pointwise_groups(posterior, data: ModelData, *, limit: int, seed: int, chunk
     if not keep_loglik:
         note = (
             f"log_likelihood not stored: {n_samples:,} draws x {n_obs:,} observations exceeds "
-            f"output.pointwise_limit {limit:,}; posterior_predictive keeps {len(chosen)} draws"
+            f"output.pointwise_limit {limit:,} (raise it to keep the log-likelihood for LOO)"
         )
     ppc_ds = xr.Dataset(
         {data.outcome: (dims, ppc.reshape(n_chains, len(thin), n_obs))},

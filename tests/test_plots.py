@@ -1,0 +1,190 @@
+"""Tests for hbreg.plots: every figure kind from a small synthetic InferenceData."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import arviz_base as azb
+import numpy as np
+import pytest
+from PIL import Image
+
+from hbreg import plots
+from hbreg.plots import PLOT_KINDS, plot_forest, plot_pair, plot_ppc, plot_trace, save_plots
+
+COUNTIES = ["AITKIN", "ANOKA", "BECKER", "BELTRAMI", "BENTON", "BIG STONE", "BLUE EARTH", "BROWN"]
+N_CHAINS, N_DRAWS, N_OBS = 2, 100, 60
+POPULATION = ["mu_intercept", "sigma_intercept", "mu_floor", "sigma_floor", "sigma"]
+GROUP_VARS = ["intercept", "floor"]
+
+
+def _make_idata(*, predictive: bool = True, energy: bool = True, discrete: bool = False):
+    rng = np.random.default_rng(42)
+    shape = (N_CHAINS, N_DRAWS)
+    n_groups = len(COUNTIES)
+    sigma_floor = np.exp(rng.normal(-1.2, 0.5, shape))
+    posterior = {
+        "mu_intercept": rng.normal(1.5, 0.05, shape),
+        "sigma_intercept": np.abs(rng.normal(0.3, 0.05, shape)),
+        "mu_floor": rng.normal(-0.7, 0.1, shape),
+        "sigma_floor": sigma_floor,
+        "sigma": np.abs(rng.normal(0.7, 0.02, shape)),
+        "intercept": rng.normal(1.5, 0.3, (*shape, n_groups)),
+        "floor": rng.normal(-0.7, 0.2, (*shape, n_groups)),
+    }
+    sample_stats = {"diverging": sigma_floor < np.quantile(sigma_floor, 0.05)}
+    if energy:
+        sample_stats["energy"] = rng.normal(100, 10, shape).cumsum(axis=1) * 0.01 + rng.normal(
+            0, 5, shape
+        )
+    observed = rng.normal(1.2, 0.8, N_OBS)
+    replicated = rng.normal(1.2, 0.8, (*shape, N_OBS))
+    if discrete:
+        observed = rng.poisson(3.0, N_OBS).astype(float)
+        replicated = rng.poisson(3.0, (*shape, N_OBS))
+    data = {"posterior": posterior, "sample_stats": sample_stats, "observed_data": {"y": observed}}
+    if predictive:
+        data["posterior_predictive"] = {"y": replicated}
+    return azb.from_dict(
+        data,
+        coords={"county": COUNTIES, "obs_id": np.arange(N_OBS)},
+        dims={"intercept": ["county"], "floor": ["county"], "y": ["obs_id"]},
+    )
+
+
+@pytest.fixture(scope="module")
+def idata():
+    return _make_idata()
+
+
+def _save(idata, out_dir, kinds=PLOT_KINDS, **overrides):
+    options = dict(
+        kinds=kinds,
+        population_vars=POPULATION,
+        group_vars=GROUP_VARS,
+        group_dim="county",
+        pair_vars=["mu_floor", "sigma_floor", "floor[AITKIN]"],
+        outcome="y",
+    )
+    options.update(overrides)
+    return save_plots(idata, out_dir, **options)
+
+
+@pytest.mark.parametrize("kind", PLOT_KINDS)
+def test_each_kind_writes_a_png_of_plausible_size(idata, tmp_path, kind):
+    paths = _save(idata, tmp_path, kinds=[kind])
+    assert paths == [tmp_path / f"{kind}.png"]
+    assert paths[0].stat().st_size > 5_000
+    with Image.open(paths[0]) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert 400 <= width <= 2500
+    assert 300 <= height <= 2500
+
+
+def test_all_kinds_written_in_order_and_no_pyplot_figures_left(idata, tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    paths = _save(idata, tmp_path / "plots")
+    assert [p.name for p in paths] == [f"{kind}.png" for kind in PLOT_KINDS]
+    assert all(p.exists() for p in paths)
+    assert plt.get_fignums() == before
+
+
+def test_missing_data_is_skipped_not_an_error(tmp_path):
+    bare = _make_idata(predictive=False, energy=False)
+    paths = _save(bare, tmp_path, group_vars=[], pair_vars=[])
+    assert sorted(p.name for p in paths) == ["posterior.png", "trace.png"]
+    assert not (tmp_path / "ppc.png").exists()
+    assert not (tmp_path / "forest.png").exists()
+
+
+def test_ppc_skipped_when_outcome_absent(idata, tmp_path):
+    assert _save(idata, tmp_path, kinds=["ppc"], outcome="not_there") == []
+
+
+def test_unknown_kind_raises_naming_allowed_kinds(idata, tmp_path):
+    with pytest.raises(ValueError, match="histogram") as excinfo:
+        _save(idata, tmp_path, kinds=["posterior", "histogram"])
+    assert all(kind in str(excinfo.value) for kind in PLOT_KINDS)
+    assert not list(tmp_path.iterdir())
+
+
+def test_forest_has_one_ytick_per_group_in_label_order(idata):
+    fig = plot_forest(idata, var_names=GROUP_VARS, group_dim="county")
+    ax = fig.axes[0]
+    assert len(fig.axes) == len(GROUP_VARS)
+    assert len(ax.get_yticks()) == len(COUNTIES)
+    assert [t.get_text() for t in ax.get_yticklabels()] == COUNTIES
+    assert "county" in fig.get_suptitle() and "90%" in fig.get_suptitle()
+
+
+def test_forest_infers_group_dim(idata):
+    fig = plot_forest(idata, var_names=["floor"], group_dim=None)
+    assert len(fig.axes[0].get_yticks()) == len(COUNTIES)
+
+
+def test_pair_selects_one_group_and_marks_divergences(idata):
+    fig = plot_pair(idata, var_names=["sigma_floor", "floor[ANOKA]"], group_dim="county")
+    axes = np.array(fig.axes).reshape(2, 2)
+    scatter = axes[1, 0]
+    assert scatter.get_xlabel() == "log(sigma_floor)"
+    assert scatter.get_ylabel() == "floor[ANOKA]"
+    blue, red = scatter.get_lines()
+    expected = idata.posterior["floor"].sel(county="ANOKA").values.ravel()
+    shown = np.concatenate([blue.get_ydata(), red.get_ydata()])
+    np.testing.assert_allclose(np.sort(shown), np.sort(expected))
+    n_div = int(idata.sample_stats["diverging"].sum())
+    assert n_div > 0
+    assert red.get_color() == "red" and len(red.get_xdata()) == n_div
+    assert f"{n_div} divergent" in fig.get_suptitle()
+
+
+def test_pair_unknown_label_or_variable_raises(idata):
+    with pytest.raises(ValueError, match="NOWHERE"):
+        plot_pair(idata, var_names=["sigma_floor", "floor[NOWHERE]"], group_dim="county")
+    with pytest.raises(ValueError, match="sigma_flor"):
+        plot_pair(idata, var_names=["sigma_flor", "mu_floor"], group_dim="county")
+
+
+def test_trace_shows_only_first_few_groups_of_a_group_var(idata):
+    fig = plot_trace(idata, var_names=["sigma", "floor"], group_dim="county")
+    trace_axes = fig.axes[::2]
+    labels = [ax.get_ylabel() for ax in trace_axes]
+    assert labels[0] == "sigma"
+    assert labels[1:] == [f"floor[{c}]" for c in COUNTIES[: len(labels) - 1]]
+    assert 1 < len(labels) - 1 < len(COUNTIES)
+    assert len(trace_axes[0].get_lines()) >= N_CHAINS
+
+
+def test_energy_legend_reports_bfmi_per_chain(idata):
+    fig = plots.plot_energy(idata)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sum(t.startswith("E-BFMI chain") for t in texts) == N_CHAINS
+
+
+def test_ppc_titles_outcome_and_draws_fifty_replicates(idata):
+    fig = plot_ppc(idata, outcome="y")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Posterior predictive check: y"
+    assert len(ax.get_lines()) == 50 + 1
+
+
+def test_ppc_discrete_outcome_uses_frequencies(tmp_path):
+    fig = plot_ppc(_make_idata(discrete=True), outcome="y")
+    assert fig.axes[0].get_ylabel() == "relative frequency"
+
+
+def test_import_is_light():
+    code = (
+        "import sys, hbreg.plots; "
+        "heavy = [m for m in ('matplotlib', 'pymc', 'arviz_plots', 'xarray') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    root = str(Path(plots.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
