@@ -137,9 +137,9 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         model=model,
         parameterization=parameterization,
         block_coefs=block_coefs,
-        population_vars=list(sampled),
+        population_vars=list(parameter_names(config)) if pooled else list(sampled),
         group_vars=[] if pooled else block_coefs,
-        pair_vars=_pair_vars(config, data, block_coefs, sampled),
+        pair_vars=_pair_vars(config, data, block_coefs),
         stats=stats,
         sampled_vars=sampled,
     )
@@ -171,10 +171,10 @@ def _block_variable(coef, mean, sd, config, parameterization, dims):
     return pm.Deterministic(coef, mean + sd * offset, dims=dims)
 
 
-def _pair_vars(config, data, block_coefs, sampled) -> list[str]:
+def _pair_vars(config, data, block_coefs) -> list[str]:
     """The parameters where funnels and divergences show: a group scale against a group value."""
     if config.model.pooling == "pooled" or not block_coefs:
-        return sampled[:4]
+        return list(parameter_names(config))[:4]
     smallest = data.group_labels[int(np.argmin(data.group_sizes))]
     coef = block_coefs[-1]
     if config.model.pooling == "hierarchical":
