@@ -175,7 +175,7 @@ def _explicit_run(path: Path) -> RunInfo:
         hint = ""
         if path.is_dir() and any((child / "manifest.json").is_file() for child in path.iterdir()):
             hint = f"; it holds runs: use --latest {path} to compare the newest of each"
-        raise ComparisonError(f"cannot compare {exc}{hint}") from None
+        raise ComparisonError(f"cannot compare: {exc}{hint}") from None
     kind = run.manifest.get("kind", "fit")
     if kind != "fit":
         raise ComparisonError(f"'{path}' is a {kind} directory, not a fit run")
@@ -352,6 +352,7 @@ def _check_same_rows(runs: Sequence[RunInfo]) -> None:
             "runs on different data: LOO is only comparable on the same observations, and "
             "these runs model different outcomes or rows: "
             + "; ".join(_describe_run(r) for r in runs)
+            + ". Compare runs of one dataset and outcome (with --latest, choose them with --name)"
         )
 
 
@@ -880,6 +881,8 @@ def _loo_figure(table: pd.DataFrame):
         fig = pc.viz["figure"].item()
         fig.axes[0].set_title("PSIS-LOO: elpd difference to the best run (bars: dse)")
         fig.axes[0].set_xlabel("elpd_loo difference (higher is better)")
+        fig.set_size_inches(9, 1.6 + 0.55 * len(frame))
+        fig.set_layout_engine("constrained")
         return fig
     except Exception:  # any arviz-plots failure: draw the same thing directly
         return _loo_figure_matplotlib(frame)
@@ -1000,4 +1003,4 @@ def render_comparison(console: Console, result: ComparisonResult) -> None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
-    console.print(f"compare directory: [bold]{result.path}[/]", highlight=False)
+    console.print(f"compare directory: [bold]{result.path}[/]", highlight=False, soft_wrap=True)
