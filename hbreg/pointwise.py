@@ -38,8 +38,14 @@ def _flat(var) -> np.ndarray:
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
-def pointwise_groups(posterior, data: ModelData, *, limit: int, seed: int, chunk: int = 200):
-    """Return (log_likelihood, posterior_predictive, note) as xarray Datasets or None."""
+def pointwise_groups(
+    posterior, data: ModelData, *, limit: int, seed: int, chunk_values: int = 2_000_000
+):
+    """Return (log_likelihood, posterior_predictive, note) as xarray Datasets or None.
+
+    Work goes in chunks of about `chunk_values` draws x rows, so memory stays flat
+    whatever the size of the data.
+    """
     import xarray as xr
 
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
@@ -56,18 +62,17 @@ def pointwise_groups(posterior, data: ModelData, *, limit: int, seed: int, chunk
     loglik = np.empty((n_samples, n_obs)) if keep_loglik else None
     ppc = np.empty((len(chosen), n_obs))
     ppc_row = {flat: i for i, flat in enumerate(chosen)}
-    for start in range(0, n_samples, chunk):
-        draws = np.arange(start, min(start + chunk, n_samples))
-        wanted = [d for d in draws if d in ppc_row]
-        if not keep_loglik and not wanted:
-            continue
+    needed = np.arange(n_samples) if keep_loglik else chosen
+    step = max(1, chunk_values // n_obs)
+    for start in range(0, len(needed), step):
+        draws = needed[start : start + step]
         mu = linear_predictor(posterior, data, draws)
         s = sigma[draws][:, None]
         if keep_loglik:
             loglik[draws] = -0.5 * ((data.y - mu) / s) ** 2 - np.log(s) - _HALF_LOG_2PI
-        for d in wanted:
-            row = d - start
-            ppc[ppc_row[d]] = mu[row] + s[row] * rng.standard_normal(n_obs)
+        for row, d in enumerate(draws):
+            if d in ppc_row:
+                ppc[ppc_row[d]] = mu[row] + s[row] * rng.standard_normal(n_obs)
     note = None
     if not keep_loglik:
         note = (

@@ -57,7 +57,7 @@ def print_fit(console: Console, result) -> None:
         console.print(f"note: {note}", highlight=False)
     t = result.timings
     console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()), highlight=False)
-    console.print(f"run directory: [bold]{result.path}[/]", highlight=False)
+    console.print(f"run directory: [bold]{result.path}[/]", highlight=False, soft_wrap=True)
 
 
 def print_runs(console: Console, runs) -> None:
