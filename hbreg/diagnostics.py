@@ -103,7 +103,7 @@ def diagnose(posterior, sample_stats, summary: pd.DataFrame, thresholds: Diagnos
 
 def _bfmi(energy: np.ndarray) -> np.ndarray:
     """Energy Bayesian fraction of missing information, one value per chain."""
-    return np.square(np.diff(energy, axis=1)).mean(axis=1) / energy.var(axis=1)
+    return np.square(np.diff(energy, axis=1)).mean(axis=1) / energy.var(axis=1, ddof=1)
 
 
 def _concentrations(posterior, diverging: np.ndarray, top: int = 5) -> list[dict]:

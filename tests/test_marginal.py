@@ -44,8 +44,9 @@ def make_case(seed: int, *, k: int, shared: int, sizes=(1, 2, 5, 9), varying=Non
             means.append(float(rng.normal()))  # shared coefficient: a scalar
     tau = rng.uniform(0.3, 2.0, size=k)
     sigma = float(rng.uniform(0.5, 1.5))
-    return dict(X=X, y=y, group_idx=group_idx, G=G, means=means, tau=tau, sigma=sigma,
-                varying=list(varying))
+    return dict(
+        X=X, y=y, group_idx=group_idx, G=G, means=means, tau=tau, sigma=sigma, varying=list(varying)
+    )
 
 
 def means_matrix(means, G):
@@ -70,8 +71,9 @@ def brute_force_loglik(case) -> float:
 def numpy_loglik(case, **changes) -> float:
     case = {**case, **changes}
     st = sufficient_stats(case["X"], case["y"], case["group_idx"], case["G"])
-    return float(marginal_loglik(st, case["means"], list(case["tau"]), case["sigma"],
-                                 case["varying"], np))
+    return float(
+        marginal_loglik(st, case["means"], list(case["tau"]), case["sigma"], case["varying"], np)
+    )
 
 
 # --------------------------------------------------------------------------- marginal_loglik
@@ -153,7 +155,8 @@ def _pytensor_loglik(case):
     k = len(case["varying"])
     means = [
         (pt.as_tensor(np.asarray(m, dtype=float)) + shift[case["varying"].index(j)])
-        if j in case["varying"] else pt.as_tensor(float(m))
+        if j in case["varying"]
+        else pt.as_tensor(float(m))
         for j, m in enumerate(case["means"])
     ]
     out = marginal_loglik(const, means, [tau[a] for a in range(k)], sigma, case["varying"], pt)
@@ -174,8 +177,9 @@ def test_pytensor_path_matches_numpy_and_its_gradient_matches_finite_differences
     assert float(value) == pytest.approx(brute_force_loglik(case), rel=1e-8, abs=1e-8)
 
     h = 1e-6
-    fd_sigma = (numpy_loglik(case, sigma=case["sigma"] + h)
-                - numpy_loglik(case, sigma=case["sigma"] - h)) / (2 * h)
+    fd_sigma = (
+        numpy_loglik(case, sigma=case["sigma"] + h) - numpy_loglik(case, sigma=case["sigma"] - h)
+    ) / (2 * h)
     assert float(d_sigma) == pytest.approx(fd_sigma, rel=1e-5, abs=1e-6)
     for a in range(k):
         up, down = case["tau"].copy(), case["tau"].copy()
@@ -248,8 +252,9 @@ def _draws(case, n_draws, seed, chunk=256):
     means = np.broadcast_to(C, (n_draws, *C.shape)).copy()
     tau = np.broadcast_to(np.asarray(case["tau"]), (n_draws, k)).copy()
     sigma = np.full(n_draws, case["sigma"])
-    return draw_group_coefficients(st, means, tau, sigma, case["varying"],
-                                   np.random.default_rng(seed), chunk=chunk)
+    return draw_group_coefficients(
+        st, means, tau, sigma, case["varying"], np.random.default_rng(seed), chunk=chunk
+    )
 
 
 def _check_moments(draws, mean, cov, z=5.0):
@@ -279,8 +284,7 @@ def test_each_draw_uses_its_own_hyperparameters():
     half matches its own conditional, so draws are never paired with another draw's
     hyperparameters."""
     a = make_case(61, k=2, shared=1, varying=[0, 1])
-    b = {**a, "tau": np.array([0.2, 4.0]), "sigma": 2.5,
-         "means": [m + 3.0 for m in a["means"]]}
+    b = {**a, "tau": np.array([0.2, 4.0]), "sigma": 2.5, "means": [m + 3.0 for m in a["means"]]}
     S = 16_000
     st = sufficient_stats(a["X"], a["y"], a["group_idx"], a["G"])
     Ca, Cb = means_matrix(a["means"], a["G"]), means_matrix(b["means"], b["G"])
@@ -288,8 +292,9 @@ def test_each_draw_uses_its_own_hyperparameters():
     means = np.where(which[:, None, None], Cb[None], Ca[None])
     tau = np.where(which[:, None], b["tau"][None], np.asarray(a["tau"])[None])
     sigma = np.where(which, b["sigma"], a["sigma"])
-    draws = draw_group_coefficients(st, means, tau, sigma, a["varying"],
-                                    np.random.default_rng(3), chunk=333)
+    draws = draw_group_coefficients(
+        st, means, tau, sigma, a["varying"], np.random.default_rng(3), chunk=333
+    )
     for case, rows in ((a, ~which), (b, which)):
         for g in range(a["G"]):
             mean, cov = analytic_conditional(case, g)

@@ -48,6 +48,7 @@ class BuiltModel:
     pair_vars: list[str]
     stats: SufficientStats | None = None
     sampled_vars: list[str] = field(default_factory=list)
+    internal_vars: list[str] = field(default_factory=list)  # dropped from the posterior
 
 
 def resolve_parameterization(config: Config) -> str:
@@ -142,6 +143,8 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         pair_vars=_pair_vars(config, data, block_coefs),
         stats=stats,
         sampled_vars=sampled,
+        internal_vars=[v.name for v in model.free_RVs if v.name not in parameter_names(config)
+                       and v.name not in block_coefs],
     )
 
 
@@ -188,9 +191,8 @@ def complete_posterior(built: BuiltModel, config: Config, data: ModelData, poste
     Draws are exact and seeded, so the same seed gives the same coefficients. Internal
     `*_offset` and `*_signed` variables are dropped.
     """
-    internal = [v for v in posterior.data_vars if v.endswith(("_offset", "_signed"))]
-    posterior = posterior.drop_vars(internal)
-    if built.parameterization != "marginal":
+    posterior = posterior.drop_vars([v for v in built.internal_vars if v in posterior])
+    if built.parameterization != "marginal" or not built.block_coefs:
         return posterior
     stacked = {name: posterior[name].values.reshape(-1, 1) for name in built.sampled_vars}
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
