@@ -44,20 +44,65 @@ def main(
 
 
 def _user_errors(command):
-    """Print HbregErrors as one line and exit with their code; tracebacks only with --debug."""
+    """Turn every exception into one line on stderr and an exit code; tracebacks only with --debug.
+
+    HbregErrors exit with their code (2 bad input, 3 sampling or output); Ctrl-C and
+    SIGTERM (KeyboardInterrupt, hbreg.runs.Interrupted) exit 130; an OSError or MemoryError
+    that escaped the library exits 3; anything else is a bug in hbreg: one line saying so
+    and how to see the traceback, exit 1. The message names the run directory kept as
+    failed/interrupted, if the command made one.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except HbregError as exc:
+        import os
+
+        import click
+        from rich.markup import escape
+
+        from hbreg.runs import last_abandoned
+
+        before = last_abandoned()
+
+        def fail(message: str, code: int):
             if _state["debug"]:
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
+            kept = last_abandoned()
+            if kept is not None and kept != before and str(kept) not in message:
+                message += f" (what was written is kept in '{kept}')"
+            label = "interrupted" if code == 130 else "error"
+            err_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(code) from None
+
+        hook = sys.unraisablehook
+        if not _state["debug"]:  # e.g. h5py's "Exception ignored in __dealloc__" tracebacks
+            sys.unraisablehook = lambda unraisable: None
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except HbregError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, or hbreg.runs.Interrupted
+            text = str(exc)
+            fail(text if text.startswith("stopped") else f"stopped by {text or 'Ctrl-C'}", 130)
+        except MemoryError:
+            fail("out of memory; use fewer draws or chains, or less data", 3)
+        except OSError as exc:
+            where = f" '{exc.filename}'" if exc.filename else ""
+            reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else "")
+            reason = reason or str(exc).strip().splitlines()[0][:200]
+            fail(f"cannot read or write{where}: {reason}", 3)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: no raw traceback
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            fail(
+                f"internal error, this is a bug in hbreg: {type(exc).__name__}: {detail}. "
+                "Rerun with --debug to see the traceback and please report it",
+                1,
+            )
+        finally:
+            sys.unraisablehook = hook
 
     return wrapper
 
@@ -76,7 +121,6 @@ def fit(
     from hbreg.fit import fit as run_fit
     from hbreg.fit import prepare
     from hbreg.report import fit_progress, print_fit
-
     from hbreg.runs import handle_sigterm
 
     handle_sigterm()
@@ -96,10 +140,9 @@ def validate(
 ):
     """Check a config and its data without sampling."""
     from hbreg.config import load_config
-    from hbreg.data import load_model_data
+    from hbreg.fit import prepare
 
-    cfg = load_config(config, overrides or [])
-    data = load_model_data(cfg)
+    cfg, data = prepare(load_config(config, overrides or []))
     groups = f", {data.n_groups} groups of '{data.group_dim}'" if data.group_dim else ""
     console.print(
         f"[green]ok[/] {cfg.name}: {len(data.y)} rows{groups}; {cfg.model.pooling} model of "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,12 +31,70 @@ __all__ = [
 ]
 
 MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 100_000  # after YAML aliases are expanded: refuses "billion laughs"
 PLOT_KINDS = ("posterior", "trace", "forest", "ppc", "energy", "pair")
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter where a config mistake would otherwise pass silently.
+
+    - a key given twice in one mapping is an error (PyYAML keeps the last one quietly);
+    - `1e-3` is a float, as in YAML 1.2 (YAML 1.1 reads it as the string '1e-3').
+    """
+
+
+def _construct_mapping(loader: _Loader, node, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults`: keys given next to it override it, legitimately
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:
+            break  # an unhashable key: SafeConstructor reports it
+        if first != key_node.start_mark.line + 1:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key '{key}' appears twice (first at line {first})",
+                key_node.start_mark,
+            )
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def _number_annotation(annotation) -> bool:
+    if annotation in (int, float):
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_number_annotation(a) for a in typing.get_args(annotation))
+    return False
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info):
+        # pydantic reads `draws: yes` as 1; a number written as true/false is a mistake
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and _number_annotation(annotation):
+            raise ValueError(f"must be a number, got {str(value).lower()}")
+        return value
 
 
 class DataConfig(_Section):
@@ -138,7 +198,7 @@ class OutputConfig(_Section):
 class Config(_Section):
     """One experiment: the whole YAML file."""
 
-    name: str = Field(pattern=_NAME_PATTERN)
+    name: str = Field(max_length=100)
     data: DataConfig
     model: ModelConfig = ModelConfig()
     priors: PriorsConfig = PriorsConfig()
@@ -146,28 +206,48 @@ class Config(_Section):
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     output: OutputConfig = OutputConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_directory_name(cls, name):
+        if not re.fullmatch(_NAME_PATTERN, name):
+            raise ValueError(
+                f"'{name}' must start with a letter or digit and hold only letters, digits, "
+                "'_', '.' and '-' (it names the run directory)"
+            )
+        return name
+
     @model_validator(mode="after")
     def _consistent(self):
         coefs = coefficient_names(self)
         if not coefs:
-            raise ValueError("the model has no coefficients: set model.intercept or data.predictors")
+            raise ValueError(
+                "the model has no coefficients: set model.intercept or data.predictors"
+            )
         if self.model.pooling != "pooled" and self.data.group is None:
             raise ValueError(f"model.pooling '{self.model.pooling}' needs data.group")
-        for key in ("varying", "group_predictors_for"):
-            chosen = getattr(self.model, key) or []
-            bad = [c for c in chosen if c not in coefs]
-            if bad:
-                raise ValueError(f"model.{key} lists {bad}; coefficients are {coefs}")
+        bad = [c for c in self.model.varying or [] if c not in coefs]
+        if bad:
+            raise ValueError(f"model.varying lists {bad}; coefficients are {coefs}")
         if self.data.group_predictors and self.model.pooling != "hierarchical":
             raise ValueError("data.group_predictors need model.pooling 'hierarchical'")
+        if self.data.group_predictors:
+            varying = varying_names(self)
+            bad = [c for c in self.model.group_predictors_for if c not in varying]
+            if bad:
+                raise ValueError(
+                    f"model.group_predictors_for lists {bad}; group predictors shift the means "
+                    f"of varying coefficients, here {varying}"
+                )
         names = parameter_names(self)
         problems = []
         for pname, spec in self.priors.overrides.items():
             if pname not in names:
                 close = difflib.get_close_matches(pname, names, n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
-                problems.append(f"priors.overrides: no parameter '{pname}'.{hint} "
-                                f"Parameters: {', '.join(names)}")
+                problems.append(
+                    f"priors.overrides: no parameter '{pname}'.{hint} "
+                    f"Parameters: {', '.join(names)}"
+                )
                 continue
             try:
                 check_prior(spec, positive=names[pname] == "scale")
@@ -228,30 +308,87 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 def read_yaml_mapping(path: str | Path) -> dict:
     """Safe-load a YAML file that must hold a mapping; errors name the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; give a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist or is not a file")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file '{path}' does not exist")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"config file '{path}' is {path.stat().st_size:,} bytes; a config is at most "
-            f"{MAX_CONFIG_BYTES:,} bytes (data belongs in data.path)"
+            f"config file '{path}' is {size:,} bytes; a config is at most "
+            f"{MAX_CONFIG_BYTES:,} bytes (data belongs in a file named by data.path)"
         )
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file '{path}': {exc}") from None
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start}); re-save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file '{path}': {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"config file '{path}' {_yaml_problem(exc)}") from None
+    if raw is None:
+        raise ConfigError(f"config file '{path}' is empty; it needs at least name: and data:")
     if not isinstance(raw, dict):
         raise ConfigError(
             f"config file '{path}' must be a YAML mapping (name:, data:, ...), "
-            f"got {type(raw).__name__}"
+            f"got a {_yaml_type(raw)}"
         )
+    _check_size(raw, f"config file '{path}'")
     return raw
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'is not valid YAML at line 3, column 5: ...' for a parse or constructor error."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if tag:
+        name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return (
+            f"uses the YAML tag '{name}'{where}; hbreg reads plain YAML only (no Python "
+            "objects or other tags)"
+        )
+    if isinstance(exc, yaml.constructor.ConstructorError) and "appears twice" in problem:
+        return f"is not a valid config{where}: {problem}"
+    if "'\\t'" in problem:
+        problem += "; YAML indents with spaces, not tabs"
+    context = getattr(exc, "context", None)
+    detail = problem
+    if context and context not in problem:
+        start = getattr(exc, "context_mark", None)
+        opened = (
+            f" that starts at line {start.line + 1}, column {start.column + 1}" if start else ""
+        )
+        detail = f"{problem} ({context}{opened})"
+    return f"is not valid YAML{where}: {detail}"
+
+
+def _yaml_type(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_size(raw, where: str) -> None:
+    """Refuse configs that expand (through YAML aliases) to absurdly many values."""
+    stack, count = [raw], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_CONFIG_VALUES:,} values "
+                "(YAML anchors and aliases?); a config is a few dozen keys"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -264,9 +401,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key.strip()):
             raise ConfigError(f"--set '{item}' must look like section.key=value")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set '{item}': the value is not valid YAML") from None
+            value = _yaml_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set '{item}': the value {_yaml_problem(exc)}") from None
         _check_settable(key.strip().split("."), item)
         node = result
         *parents, leaf = key.strip().split(".")
@@ -276,6 +413,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"--set '{item}': '{part}' is not a section")
             node = child
         node[leaf] = value
+    _check_size(result, "the config with its --set overrides")
     return result
 
 
@@ -294,7 +432,8 @@ def _check_settable(parts: list[str], item: str) -> None:
                 f"--set '{item}': no key '{part}' in {where}.{hint} Keys: {', '.join(fields)}"
             )
         annotation = fields[part].annotation
-        cls = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        nested = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        cls = annotation if nested else None
 
 
 def parse_config(raw: dict, *, source: str = "config") -> Config:
@@ -318,13 +457,20 @@ def _describe(err: dict) -> str:
         return f"{where}: required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] not in {"value_error", "assertion_error"} and "input" in err:
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {_short_repr(err['input'])})"
     return f"{where}: {msg}"
+
+
+def _short_repr(value, limit: int = 80) -> str:
+    text = repr(value) if not isinstance(value, dict | list) else _yaml_type(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fields_at(loc: list[str]) -> list[str]:
     cls: type[BaseModel] = Config
     for part in loc:
+        if part not in cls.model_fields:
+            return []
         annotation = cls.model_fields[part].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []

@@ -8,7 +8,9 @@ the file and column, before anything is sampled or written.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,8 @@ from hbreg.errors import DataError
 __all__ = ["BUILTIN_DATASETS", "ModelData", "load_frame", "load_model_data", "to_model_data"]
 
 MAX_FILE_BYTES = 4 * 1024**3
-MAX_ROWS = 50_000_000
+MAX_ROWS = 50_000_000  # refused while reading, before the whole file is in memory
+_CHUNK_ROWS = 1_000_000
 
 
 def _radon() -> pd.DataFrame:
@@ -100,10 +103,12 @@ class ModelData:
 
     @property
     def n_groups(self) -> int:
+        """Number of groups (0 without a group column)."""
         return len(self.group_labels)
 
     @property
     def group_sizes(self) -> np.ndarray:
+        """Rows per group, in `group_labels` order."""
         return np.bincount(self.group_idx, minlength=self.n_groups)
 
 
@@ -113,15 +118,17 @@ def load_frame(config: Config) -> tuple[pd.DataFrame, str]:
     columns = _used_columns(config)
     if spec.dataset is not None:
         if spec.dataset not in BUILTIN_DATASETS:
+            close = difflib.get_close_matches(spec.dataset, BUILTIN_DATASETS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise DataError(
-                f"data.dataset: unknown built-in dataset '{spec.dataset}'; "
-                f"built-in: {', '.join(BUILTIN_DATASETS)} (or give data.path)"
+                f"data.dataset: unknown built-in dataset '{spec.dataset}'.{hint} "
+                f"Built-in: {', '.join(BUILTIN_DATASETS)} (or give data.path)"
             )
         frame = BUILTIN_DATASETS[spec.dataset].load()
         _require_columns(frame.columns, columns, f"built-in dataset '{spec.dataset}'")
-        return frame[columns], f"built-in:{spec.dataset}"
+        return frame[columns], f"built-in dataset '{spec.dataset}'"
     path = Path(spec.path)
-    return _read_file(path, columns), str(path.resolve())
+    return _read_file(path, columns), f"data file '{path}'"
 
 
 def _used_columns(config: Config) -> list[str]:
@@ -131,16 +138,33 @@ def _used_columns(config: Config) -> list[str]:
 
 
 def _require_columns(present, needed: list[str], where: str) -> None:
+    present = [str(c) for c in present]
     missing = [c for c in needed if c not in present]
     if missing:
+        hints = []
+        for column in missing:
+            lowered = {p.lower(): p for p in present}
+            close = (
+                [lowered[column.lower()]]
+                if column.lower() in lowered
+                else (difflib.get_close_matches(column, present, n=1))
+            )
+            if close:
+                hints.append(f"'{column}' -> '{close[0]}'?")
+        hint = f" (did you mean {', '.join(hints)})" if hints else ""
         raise DataError(
-            f"column(s) {missing} not found in {where}; columns are: {', '.join(map(str, present))}"
+            f"column(s) {missing} not found in {where}{hint}; columns are: {', '.join(present)}"
         )
 
 
 def _read_file(path: Path, columns: list[str]) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"data.path: '{path}' is a directory; give a .csv, .tsv or .parquet file")
     if not path.is_file():
-        raise DataError(f"data.path: file '{path}' does not exist or is not a file")
+        relative = (
+            "" if path.is_absolute() else f" (relative to the current directory '{Path.cwd()}')"
+        )
+        raise DataError(f"data.path: file '{path}' does not exist{relative}")
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"data file '{path}' is empty")
@@ -156,51 +180,112 @@ def _read_file(path: Path, columns: list[str]) -> pd.DataFrame:
         elif suffix in {".csv", ".tsv", ".txt"}:
             frame = _read_csv(path, columns, sep="\t" if suffix == ".tsv" else ",")
         else:
-            raise DataError(f"data file '{path}': expected a .csv, .tsv or .parquet file")
+            raise DataError(
+                f"data file '{path}': expected a .csv, .tsv or .parquet file, "
+                f"not '{suffix or path.name}'"
+            )
     except PermissionError:
         raise DataError(f"data file '{path}' is not readable (permission denied)") from None
+    except MemoryError:
+        raise DataError(
+            f"data file '{path}' does not fit in memory; aggregate or sample it first"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"cannot read data file '{path}': {exc.strerror or exc}") from None
     if len(frame) == 0:
         raise DataError(f"data file '{path}' has a header but no rows")
-    if len(frame) > MAX_ROWS:
-        raise DataError(f"data file '{path}' has {len(frame):,} rows; the limit is {MAX_ROWS:,}")
     return frame
 
 
+def _too_many_rows(path: Path, rows: int, *, streaming: bool = True) -> DataError:
+    count = f"{rows:,} read so far" if streaming else f"{rows:,} rows"
+    return DataError(
+        f"data file '{path}' has more than {MAX_ROWS:,} rows ({count}); "
+        "aggregate or sample it first"
+    )
+
+
 def _read_csv(path: Path, columns: list[str], *, sep: str) -> pd.DataFrame:
+    not_utf8 = (
+        f"data file '{path}' is not UTF-8 text (Latin-1 or an Excel export?); re-save it as UTF-8"
+    )
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle, delimiter=sep), [])
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"data file '{path}' is not UTF-8 text (byte {exc.start}); re-save it as UTF-8"
-        ) from None
+    except UnicodeDecodeError:
+        raise DataError(not_utf8) from None
+    except csv.Error as exc:
+        raise DataError(f"data file '{path}' has an unreadable header row: {exc}") from None
     header = [h.strip() for h in header]
     if not any(header):
-        raise DataError(f"data file '{path}' has no header row")
+        raise DataError(f"data file '{path}' has no header row (the first line is empty)")
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise DataError(f"data file '{path}' has duplicated column name(s) {duplicated}")
-    if len(header) == 1 and any(d in header[0] for d in ";\t|"):
+    if len(header) == 1 and any(d in header[0] for d in ";\t|,"):
         raise DataError(
-            f"data file '{path}' has a single column '{header[0][:60]}'; "
-            f"it looks delimited by something other than '{sep}' (hbreg reads comma-separated csv)"
+            f"data file '{path}' has a single column '{header[0][:60]}'; it looks delimited by "
+            f"something other than {sep!r} (hbreg reads comma-separated .csv and "
+            "tab-separated .tsv)"
         )
     _require_columns(header, columns, f"data file '{path}'")
+    # Read in chunks, keeping only the used columns, so a huge file is refused before it
+    # is all in memory. Not `usecols`: with it pandas silently drops the extra fields of a
+    # row longer than the header (an unquoted comma in a label shifts later columns).
+    chunks, rows = [], 0
     try:
-        return pd.read_csv(path, sep=sep, usecols=columns, encoding="utf-8", skipinitialspace=True)
-    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"data file '{path}' cannot be parsed: {str(exc).splitlines()[0]}") from None
+        reader = pd.read_csv(
+            path,
+            sep=sep,
+            encoding="utf-8-sig",
+            skipinitialspace=True,
+            chunksize=min(_CHUNK_ROWS, MAX_ROWS + 1),
+        )
+        with reader:
+            for chunk in reader:
+                rows += len(chunk)
+                if rows > MAX_ROWS:
+                    raise _too_many_rows(path, rows)
+                chunk.columns = [str(c).strip() for c in chunk.columns]
+                chunks.append(chunk[columns])
+    except UnicodeDecodeError:
+        raise DataError(not_utf8) from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+        if ragged:
+            want, line, saw = ragged.groups()
+            text = (
+                f"line {line} has {saw} fields but the header has {want} "
+                f"(an unquoted {sep!r} inside a value?)"
+            )
+        raise DataError(f"data file '{path}' cannot be parsed: {text}") from None
+    if not chunks:
+        return pd.DataFrame(columns=columns)
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    return frame[columns]
 
 
 def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
+        metadata = pq.read_metadata(path)
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types
         raise DataError(f"data file '{path}' is not a readable parquet file: {exc}") from None
+    duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"data file '{path}' has duplicated column name(s) {duplicated}")
     _require_columns(schema.names, columns, f"data file '{path}'")
-    return pd.read_parquet(path, columns=columns)
+    if metadata.num_rows > MAX_ROWS:
+        raise _too_many_rows(path, metadata.num_rows, streaming=False)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"data file '{path}' cannot be read: {exc}") from None
 
 
 def load_model_data(config: Config) -> ModelData:
@@ -226,17 +311,24 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
                 f"{source}: missing values in {counts}; set data.missing: drop to drop those rows"
             )
         keep = ~missing.any(axis=1)
-        notes.append(f"dropped {int((~keep).sum())} of {len(frame)} rows with missing values {counts}")
+        notes.append(
+            f"dropped {int((~keep).sum())} of {len(frame)} rows with missing values {counts}"
+        )
         frame = frame[keep]
         if frame.empty:
             raise DataError(f"{source}: no rows left after dropping missing values")
+    if len(frame) < 2:
+        rows = f"{len(frame)} usable row" + ("" if len(frame) == 1 else "s")
+        raise DataError(f"{source}: {rows}; a regression needs at least 2")
     values = frame[numeric].to_numpy(dtype=float)
     if not np.isfinite(values).all():
         bad = [c for c in numeric if not np.isfinite(frame[c].to_numpy(dtype=float)).all()]
         raise DataError(f"{source}: infinite values in column(s) {bad}")
     y = frame[spec.outcome].to_numpy(dtype=float)
     if np.ptp(y) == 0:
-        raise DataError(f"{source}: outcome '{spec.outcome}' is constant ({y[0]}); nothing to model")
+        raise DataError(
+            f"{source}: outcome '{spec.outcome}' is constant ({y[0]}); nothing to model"
+        )
     coef_names = coefficient_names(config)
     columns = [np.ones(len(frame))] if config.model.intercept else []
     columns += [frame[p].to_numpy(dtype=float) for p in spec.predictors]
@@ -247,8 +339,14 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
                 f"{source}: predictor '{name}' is constant ({col[0]}); it cannot be told "
                 "apart from the intercept"
             )
-    data = dict(y=y, X=X, coef_names=coef_names, varying=varying_names(config),
-                outcome=spec.outcome, notes=notes)
+    data = dict(
+        y=y,
+        X=X,
+        coef_names=coef_names,
+        varying=varying_names(config),
+        outcome=spec.outcome,
+        notes=notes,
+    )
     if spec.group is not None:
         data.update(_encode_groups(frame, config, source, notes))
     data["fingerprint"] = _fingerprint(data)
@@ -263,9 +361,15 @@ def _numeric(column: pd.Series, name: str, source: str) -> pd.Series:
     converted = pd.to_numeric(column, errors="coerce")
     bad = column[converted.isna() & column.notna()]
     if len(bad):
+        example = str(bad.iloc[0])
+        hint = (
+            "write decimals with a point (1.5, not 1,5)"
+            if re.fullmatch(r"\s*[-+]?\d+,\d+\s*", example)
+            else "encode categories as 0/1 columns"
+        )
         raise DataError(
-            f"{source}: column '{name}' must be numeric but holds values like {bad.iloc[0]!r} "
-            f"({len(bad)} rows); encode categories as 0/1 columns"
+            f"{source}: column '{name}' must be numeric but holds values like {example!r} "
+            f"({len(bad)} row{'s' if len(bad) > 1 else ''}); {hint}"
         )
     return converted
 

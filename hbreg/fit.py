@@ -109,7 +109,9 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
                           target_accept=config.sampler.target_accept),
     )
     idata = _inference_data(posterior, sampled.sample_stats, loglik, ppc, data, config, built)
-    idata.to_netcdf(run.path / "idata.nc", engine="h5netcdf")
+    # Serialized in memory first: HDF5 failing half-way through a file on a full disk
+    # can take the process down with it.
+    run.write_bytes("idata.nc", bytes(idata.to_netcdf(engine="h5netcdf")))
     save_plots(
         idata, run.path / "plots", kinds=config.output.plots,
         population_vars=built.population_vars, group_vars=built.group_vars,

@@ -60,16 +60,23 @@ def resolve_backend(name: str) -> str:
 
 def sample(model, settings: SamplerConfig, *, seed: int, progress: ProgressCallback | None = None):
     """Run NUTS on `model` with the configured backend; raise SamplingError on failure."""
+    from hbreg.runs import interrupted
+
     backend = resolve_backend(settings.backend)
     cores = settings.cores or min(settings.chains, os.cpu_count() or 1)
     try:
         if backend == "nutpie":
-            return _sample_nutpie(model, settings, seed=seed, cores=cores, progress=progress)
-        return _sample_pymc(model, settings, seed=seed, cores=cores, backend=backend)
+            result = _sample_nutpie(model, settings, seed=seed, cores=cores, progress=progress)
+        else:
+            result = _sample_pymc(model, settings, seed=seed, cores=cores, backend=backend)
     except (KeyboardInterrupt, SamplingError):
         raise
     except Exception as exc:  # the samplers raise many unrelated types
         raise SamplingError(f"sampling with {backend} failed: {type(exc).__name__}: {exc}") from exc
+    # nutpie and PyMC catch Ctrl-C and return the draws made so far: never keep those.
+    if interrupted():
+        raise KeyboardInterrupt(interrupted())
+    return result
 
 
 def _sample_nutpie(model, settings, *, seed, cores, progress):

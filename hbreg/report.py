@@ -13,7 +13,11 @@ __all__ = ["fit_progress", "print_fit", "print_runs"]
 
 @contextmanager
 def fit_progress(console: Console, config):
-    """A progress bar over all chains' draws; yields the callback the sampler calls."""
+    """A progress bar over all chains' draws; yields the callback the sampler calls.
+
+    The bar appears with the first draws, so nothing is drawn for a run that fails
+    before sampling starts.
+    """
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -23,14 +27,20 @@ def fit_progress(console: Console, config):
         TimeRemainingColumn(),
     ]
     total = config.sampler.chains * (config.sampler.draws + config.sampler.tune)
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"Sampling {config.name}", total=total, divergences=0)
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(f"Sampling {config.name}", total=total, divergences=0)
 
-        def update(done: int, _total: int, divergences: int) -> None:
-            progress.update(task, completed=done, divergences=divergences)
+    def update(done: int, _total: int, divergences: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=done, divergences=divergences)
 
+    try:
         yield update
-        progress.update(task, completed=total)
+        if progress.live.is_started:
+            progress.update(task, completed=total)
+    finally:
+        progress.stop()
 
 
 def print_fit(console: Console, result) -> None:

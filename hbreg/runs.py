@@ -4,7 +4,12 @@ A run is written under a hidden temporary name in the output root and renamed to
 `<YYYY-MM-DD_HH-MM-SS>_<name>[_<n>]` only when everything is on disk, with
 `manifest.json` saying `complete`. A run that fails or is interrupted is renamed to
 `...<name>.failed` / `.interrupted` with `error.log`; nothing that lists runs takes
-either for a complete one.
+either for a complete one. A process killed outright (SIGKILL, power loss) leaves only
+the hidden `.tmp-...` directory, which listing ignores.
+
+Ctrl-C and SIGTERM are remembered as well as raised: the samplers (nutpie and PyMC)
+catch `KeyboardInterrupt` and return the draws made so far as if sampling had ended,
+so `finish` refuses to mark a run complete once a signal has arrived.
 """
 
 from __future__ import annotations
@@ -12,33 +17,88 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from hbreg.errors import HbregError, OutputError
+from hbreg.errors import OutputError
 
-__all__ = ["RunDirectory", "RunInfo", "Interrupted", "list_runs", "load_run", "handle_sigterm"]
+__all__ = [
+    "Interrupted",
+    "RunDirectory",
+    "RunInfo",
+    "handle_sigterm",
+    "interrupted",
+    "last_abandoned",
+    "list_runs",
+    "load_run",
+]
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
+TEMP_PREFIX = ".tmp-"
+
+# signal: the first SIGINT/SIGTERM received since handle_sigterm(); critical: depth of
+# sections (final manifest + rename) a signal must not cut in half; abandoned: the last
+# run directory marked failed/interrupted, for the CLI's message.
+_signals: dict = {"signal": None, "critical": 0, "abandoned": None}
 
 
-class Interrupted(HbregError):
-    """Ctrl-C or SIGTERM while a run was being made."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived while a run was being made (exit code 130).
+
+    A KeyboardInterrupt, not an HbregError, so that code catching `Exception` (a
+    simulation recording one failed replicate and going on) lets it through.
+    """
 
     exit_code = 130
 
 
 def handle_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so a killed run is marked, not left half-done."""
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt and remember that one arrived.
 
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    Called at the start of a command; it forgets signals from an earlier command in
+    the same process. SIGINT is left alone when it is ignored (a background job of a
+    non-interactive shell), as the shell intends. Does nothing outside the main thread.
+    """
+    _signals.update(signal=None, critical=0, abandoned=None)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_signal)
 
-    signal.signal(signal.SIGTERM, _raise)
+
+def _on_signal(signum, frame):
+    _signals["signal"] = signum
+    if _signals["critical"]:
+        return  # the run is being finished or marked; the command ends right after
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupted() -> str | None:
+    """The name of the signal (SIGINT, SIGTERM) received since `handle_sigterm`, if any."""
+    signum = _signals["signal"]
+    return None if signum is None else signal.Signals(signum).name
+
+
+def last_abandoned() -> Path | None:
+    """The run directory most recently marked failed or interrupted by this command."""
+    return _signals["abandoned"]
+
+
+@contextmanager
+def _uninterruptible():
+    _signals["critical"] += 1
+    try:
+        yield
+    finally:
+        _signals["critical"] -= 1
 
 
 class RunDirectory:
@@ -50,48 +110,126 @@ class RunDirectory:
         self.started = datetime.now()
         self.stamp = self.started.strftime(STAMP_FORMAT)
         if self.root.exists() and not self.root.is_dir():
-            raise OutputError(f"output.root '{self.root}' exists but is not a directory")
+            raise OutputError(
+                f"output.root '{self.root}' exists but is not a directory; "
+                "remove it or set output.root to a directory"
+            )
+        hidden = f"{TEMP_PREFIX}{self.stamp}_{name}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.path = self.root / hidden
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.path = self.root / f".tmp-{self.stamp}_{name}-{os.getpid()}-{secrets.token_hex(3)}"
             self.path.mkdir()
         except OSError as exc:
-            raise OutputError(f"cannot create a run directory in '{self.root}': {exc.strerror}") from None
-        self.manifest: dict = {"status": "running", "kind": kind, "name": name,
-                               "started": self.started.isoformat(timespec="seconds")}
-        self.write_json("manifest.json", self.manifest)
+            raise OutputError(
+                f"cannot create a run directory in output.root '{self.root}': {_reason(exc)}"
+            ) from None
+        self.manifest: dict = {
+            "status": "running",
+            "kind": kind,
+            "name": name,
+            "started": self.started.isoformat(timespec="seconds"),
+        }
+        try:
+            self._write("manifest.json", _to_json(self.manifest))
+        except OutputError:
+            shutil.rmtree(self.path, ignore_errors=True)  # nothing was made: leave nothing
+            raise
 
     def write_text(self, relative: str, text: str) -> Path:
-        target = self.path / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            target.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise OutputError(f"cannot write '{target}': {exc.strerror}") from None
-        return target
+        """Write a file of the run; refused once a signal arrived (the run is not finishing)."""
+        self._check_signal()
+        return self._write(relative, text)
 
     def write_json(self, relative: str, obj) -> Path:
-        return self.write_text(relative, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+        """Write `obj` as indented JSON (numpy scalars and paths allowed)."""
+        return self.write_text(relative, _to_json(obj))
+
+    def write_bytes(self, relative: str, data: bytes | memoryview) -> Path:
+        """Write a binary file of the run (e.g. `idata.nc` serialized in memory first).
+
+        Serializing first and writing here turns a full disk into one OutputError; HDF5
+        writing straight to a full disk fails mid-file and can crash the interpreter.
+        """
+        self._check_signal()
+        target = self.path / relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(f"cannot write '{target}': {_reason(exc)}") from None
+        return target
 
     def finish(self, **manifest) -> Path:
-        """Write the final manifest and rename to the first free `<stamp>_<name>[_<n>]`."""
-        self.manifest.update(manifest, status="complete",
-                             finished=datetime.now().isoformat(timespec="seconds"))
-        self.write_json("manifest.json", self.manifest)
-        return self._rename(suffix="")
+        """Write the final manifest and rename to the first free `<stamp>_<name>[_<n>]`.
+
+        A run during which SIGINT/SIGTERM arrived is marked interrupted instead, even when
+        the sampler swallowed the signal and returned early. A run that cannot be
+        completed (disk full, root gone read-only) is marked failed.
+        """
+        with _uninterruptible():
+            signame = interrupted()
+            if signame is None:
+                try:
+                    self.manifest.update(
+                        manifest,
+                        status="complete",
+                        finished=datetime.now().isoformat(timespec="seconds"),
+                    )
+                    self._write("manifest.json", _to_json(self.manifest))
+                    return self._rename(suffix="")
+                except OutputError as exc:
+                    self.abandon(exc, **manifest)
+                    raise
+        exc = Interrupted(f"stopped by {signame}; the draws made so far are not a complete run")
+        self.abandon(exc, **manifest)
+        raise exc
 
     def abandon(self, exc: BaseException, **manifest) -> Path:
-        """Keep what was written, marked `failed` or `interrupted`, with the traceback."""
-        interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
-        status = "interrupted" if interrupted else "failed"
-        self.manifest.update(manifest, status=status, error=f"{type(exc).__name__}: {exc}",
-                             finished=datetime.now().isoformat(timespec="seconds"))
-        try:
-            self.write_text("error.log", "".join(traceback.format_exception(exc)))
-            self.write_json("manifest.json", self.manifest)
-            return self._rename(suffix=f".{status}")
-        except OSError:
+        """Keep what was written, marked `failed` or `interrupted`, with the traceback.
+
+        Never raises: it runs while another exception is on its way to the user. If even
+        the rename fails, the run stays under its hidden name, which listing ignores.
+        """
+        with _uninterruptible():
+            interrupted_ = isinstance(exc, KeyboardInterrupt)
+            status = "interrupted" if interrupted_ else "failed"
+            try:
+                self.manifest.update(
+                    manifest,
+                    status=status,
+                    error=f"{type(exc).__name__}: {exc}",
+                    finished=datetime.now().isoformat(timespec="seconds"),
+                )
+            except Exception:  # noqa: BLE001 - a bad manifest value must not hide exc
+                self.manifest.update(status=status, error=repr(exc))
+            for relative, text in (
+                ("error.log", lambda: "".join(traceback.format_exception(exc))),
+                ("manifest.json", lambda: _to_json(self.manifest)),
+            ):
+                try:
+                    self._write(relative, text())
+                except Exception:  # noqa: BLE001, S112 - best effort: the disk may be full
+                    continue
+            try:
+                self._rename(suffix=f".{status}")
+            except Exception:  # noqa: BLE001 - stays hidden, never complete-looking
+                pass
+            _signals["abandoned"] = self.path
             return self.path
+
+    def _check_signal(self) -> None:
+        signame = interrupted()
+        if signame is not None:
+            raise Interrupted(f"stopped by {signame} before the run was complete")
+
+    def _write(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write '{target}': {_reason(exc)}") from None
+        return target
 
     def _rename(self, *, suffix: str) -> Path:
         for n in range(1, 10_000):
@@ -102,11 +240,28 @@ class RunDirectory:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise OutputError(f"cannot create '{final}': {exc.strerror}") from None
-            os.replace(self.path, final)  # replaces the empty reserved directory atomically
+                raise OutputError(f"cannot create '{final}': {_reason(exc)}") from None
+            try:
+                os.replace(self.path, final)  # replaces the empty reserved directory atomically
+            except OSError as exc:
+                try:
+                    final.rmdir()
+                except OSError:
+                    pass
+                raise OutputError(
+                    f"cannot rename '{self.path}' to '{final}': {_reason(exc)}"
+                ) from None
             self.path = final
             return final
         raise OutputError(f"no free run directory name for '{self.name}' in '{self.root}'")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _to_json(obj) -> str:
+    return json.dumps(obj, indent=2, default=_jsonable) + "\n"
 
 
 def _jsonable(obj):
@@ -126,14 +281,17 @@ class RunInfo:
 
     @property
     def status(self) -> str:
+        """`complete`, `running`, `failed`, `interrupted` or `incomplete` (no manifest)."""
         return self.manifest.get("status", "unknown")
 
     @property
     def name(self) -> str:
+        """The experiment name from the manifest, else the directory name."""
         return self.manifest.get("name", self.path.name)
 
     @property
     def complete(self) -> bool:
+        """Only a run whose manifest says `complete` is one."""
         return self.status == "complete"
 
 
@@ -147,16 +305,26 @@ def load_run(path: str | Path) -> RunInfo:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise OutputError(f"'{path}' is not a run directory: no readable manifest.json") from None
+    if not isinstance(manifest, dict):
+        raise OutputError(f"'{path}' is not a run directory: manifest.json is not a JSON object")
     return RunInfo(path=path, manifest=manifest)
 
 
 def list_runs(root: str | Path, *, kind: str | None = None) -> list[RunInfo]:
-    """Every run under `root` (hidden work-in-progress excluded), newest first."""
+    """Every run under `root`, newest first; hidden work in progress (`.tmp-...`) excluded.
+
+    Runs marked failed or interrupted are listed with that status; a directory without
+    a readable manifest is listed as `incomplete`. Only `complete` runs are complete.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
+    try:
+        children = sorted(root.iterdir())
+    except OSError as exc:
+        raise OutputError(f"cannot list runs in '{root}': {_reason(exc)}") from None
     runs = []
-    for child in root.iterdir():
+    for child in children:
         if child.name.startswith(".") or not child.is_dir():
             continue
         try:
@@ -165,7 +333,7 @@ def list_runs(root: str | Path, *, kind: str | None = None) -> list[RunInfo]:
             info = RunInfo(path=child, manifest={"status": "incomplete", "name": child.name})
         if kind is None or info.manifest.get("kind", "fit") == kind:
             runs.append(info)
-    runs.sort(key=lambda r: (r.manifest.get("started", ""), r.path.name), reverse=True)
+    runs.sort(key=lambda r: (str(r.manifest.get("started", "")), r.path.name), reverse=True)
     return runs
 
 

@@ -1,0 +1,378 @@
+"""Nothing lost, nothing half-written: real `hbreg fit` processes killed, raced and starved.
+
+Each test here asserts the same contract: a run directory either is complete (manifest
+status `complete`, a name without suffix) or is visibly not (`.failed`, `.interrupted`,
+or a hidden `.tmp-...` that nothing lists), and the terminal gets one readable line with
+the exit code of DESIGN.md, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hbreg.errors import SamplingError
+from hbreg.runs import list_runs
+
+HBREG_SCRIPT = Path(sys.executable).with_name("hbreg")
+HBREG = (
+    [str(HBREG_SCRIPT)]
+    if HBREG_SCRIPT.exists()
+    else [sys.executable, "-c", "from hbreg.cli import app; app()"]
+)
+# A fit that would sample for minutes: 1 chain of 200,000 draws of the centered funnel.
+LONG = {"draws": 200_000, "tune": 200, "chains": 1, "seed": 11}
+TINY = {"draws": 20, "tune": 20, "chains": 1, "seed": 3}
+FROZEN_CLOCK = """
+import datetime, hbreg.runs
+class Frozen(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 1, 2, 3, 4, 5)
+hbreg.runs.datetime = Frozen
+from hbreg.cli import app
+app()
+"""
+
+
+def visible(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+
+
+def hidden(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.name.startswith("."))
+
+
+def manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def radon_config(tmp_path: Path, sampler: dict, **model) -> Path:
+    config = {
+        "name": "radon_hier",
+        "data": {
+            "dataset": "radon",
+            "outcome": "log_radon",
+            "predictors": ["floor"],
+            "group": "county",
+        },
+        "model": {"pooling": "hierarchical", **model},
+        "sampler": sampler,
+        "output": {"root": str(tmp_path / "outputs"), "plots": []},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# A background job of a non-interactive shell starts with SIGINT ignored, and Python keeps
+# it ignored; a user's Ctrl-C reaches a foreground process with the default in place. This
+# shim restores the default and execs the command (no preexec_fn: unsafe with threads).
+SIGINT_DEFAULT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
+def start(args, *, cwd=None, command=HBREG) -> subprocess.Popen:
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "160"}  # live progress in the pipe
+    return subprocess.Popen(
+        [*SIGINT_DEFAULT, *command, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def wait_for_sampling(process: subprocess.Popen, root: Path, *, timeout: float = 180) -> str:
+    """Block until the progress bar shows draws being made; return the output so far."""
+    os.set_blocking(process.stdout.fileno(), False)
+    output, deadline, tmp_seen = b"", time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        output += process.stdout.read() or b""
+        done = [int(n) for n in re.findall(rb"(\d+)/\d+ draws", output)]
+        if done and max(done) > 0:
+            return output.decode(errors="replace")
+        if process.poll() is not None:
+            pytest.fail(f"hbreg exited early ({process.returncode}): {output.decode()[-2000:]}")
+        # fallback if no live progress reaches the pipe: the run exists and compiled by now
+        if tmp_seen is None and root.is_dir() and hidden(root):
+            tmp_seen = time.monotonic()
+        if tmp_seen is not None and time.monotonic() - tmp_seen > 12:
+            return output.decode(errors="replace")
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"sampling never started: {output.decode()[-2000:]}")
+
+
+def finish(process: subprocess.Popen, *, timeout: float = 120) -> tuple[int, str]:
+    os.set_blocking(process.stdout.fileno(), True)
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_sampling_marks_the_run_interrupted(tmp_path, signum):
+    root = tmp_path / "outputs"
+    process = start(["fit", radon_config(tmp_path, LONG, parameterization="centered")])
+    wait_for_sampling(process, root)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    code, output = finish(process)
+    reaction = time.monotonic() - sent
+    print(f"{signal.Signals(signum).name}: exit {code} after {reaction:.1f} s")
+
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output
+    assert "interrupted:" in output and signal.Signals(signum).name in output
+    [run] = visible(root)
+    assert run.name.endswith("_radon_hier.interrupted")
+    assert manifest(run)["status"] == "interrupted"
+    assert "Traceback" in (run / "error.log").read_text()
+    assert hidden(root) == []
+    assert not any(r.complete for r in list_runs(root))
+    assert reaction < 60
+
+
+def test_sigkill_leaves_only_a_hidden_directory_that_nothing_lists(tmp_path, cli):
+    root = tmp_path / "outputs"
+    process = start(["fit", radon_config(tmp_path, LONG, parameterization="centered")])
+    wait_for_sampling(process, root)
+    process.kill()
+    code, _ = finish(process)
+    assert code == -signal.SIGKILL
+    assert visible(root) == []
+    [tmp] = hidden(root)
+    assert tmp.name.startswith(".tmp-") and manifest(tmp)["status"] == "running"
+    assert list_runs(root) == []
+    result = cli("runs", root)
+    assert result.exit_code == 0 and "no runs" in result.output
+
+
+def test_two_fits_started_in_the_same_second_get_two_complete_directories(tmp_path):
+    # Real, parallel `hbreg fit` processes; their clock is frozen so both really start
+    # "in the same second" and race for the same directory name when they finish.
+    data = tmp_path / "shared" / "radon.csv"
+    data.parent.mkdir()
+    rng = np.random.default_rng(0)
+    pd.DataFrame(
+        {"y": rng.normal(size=60), "x": rng.integers(0, 2, 60), "g": rng.integers(0, 4, 60)}
+    ).to_csv(data, index=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = {
+        "name": "same",
+        "data": {"path": str(data), "outcome": "y", "predictors": ["x"], "group": "g"},
+        "sampler": TINY,
+        "output": {"root": "outputs", "plots": []},
+    }
+    (work / "same.yaml").write_text(yaml.safe_dump(config))
+    processes = [
+        start(["fit", "same.yaml"], cwd=work, command=[sys.executable, "-c", FROZEN_CLOCK])
+        for _ in range(2)
+    ]
+    results = [finish(p, timeout=300) for p in processes]
+    for code, output in results:
+        assert code == 0, output[-3000:]
+    root = work / "outputs"
+    names = [p.name for p in visible(root)]
+    assert names == ["2026-01-02_03-04-05_same", "2026-01-02_03-04-05_same_2"]
+    assert hidden(root) == []
+    printed = sorted(
+        re.search(r"run directory: (\S+)", out.replace("\x1b[1m", "").replace("\x1b[0m", "")).group(
+            1
+        )
+        for _, out in results
+    )
+    assert [Path(p).name for p in printed] == names
+    for run in visible(root):
+        m = manifest(run)
+        assert m["status"] == "complete"
+        # the data file is outside the working directory: allowed, and said so
+        assert m["data"]["outside_working_tree"] is True
+        assert (run / "idata.nc").is_file() and (run / "summary.csv").is_file()
+
+
+# Failures inside a run, in process (no sampling needed unless said) ----------------------
+
+
+def _assert_marked(root: Path, status: str) -> Path:
+    [run] = visible(root)
+    assert run.name.endswith(f".{status}")
+    assert manifest(run)["status"] == status
+    assert (run / "error.log").read_text().startswith("Traceback")
+    assert not any(r.complete for r in list_runs(root))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "status", "message"),
+    [
+        (
+            SamplingError("sampling with nutpie failed: boom"),
+            3,
+            "failed",
+            "error: sampling with nutpie failed: boom",
+        ),
+        (KeyboardInterrupt(), 130, "interrupted", "interrupted: stopped by Ctrl-C"),
+        (
+            OSError(28, "No space left on device"),
+            3,
+            "failed",
+            "error: cannot read or write: No space left on device",
+        ),
+        (MemoryError(), 3, "failed", "error: out of memory"),
+        (
+            ZeroDivisionError("division by zero"),
+            1,
+            "failed",
+            "internal error, this is a bug in hbreg: ZeroDivisionError: division by zero. "
+            "Rerun with --debug",
+        ),
+    ],
+    ids=["sampling-error", "ctrl-c", "disk-full", "memory", "bug"],
+)
+def test_exception_during_sampling(
+    exc, code, status, message, cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    def failing_sample(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr("hbreg.fit.sample", failing_sample)
+    radon_hier_config["sampler"] = dict(TINY)
+    result = cli("fit", write_config(radon_hier_config))
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    run = _assert_marked(tmp_path / "outputs", status)
+    assert f"kept in '{run}'" in result.output
+
+
+def test_debug_shows_the_traceback(cli, write_config, radon_hier_config, tmp_path, monkeypatch):
+    def failing_sample(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("hbreg.fit.sample", failing_sample)
+    radon_hier_config["sampler"] = dict(TINY)
+    result = cli("--debug", "fit", write_config(radon_hier_config))
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "ZeroDivisionError" in result.output
+    _assert_marked(tmp_path / "outputs", "failed")
+
+
+def test_user_error_shows_traceback_only_with_debug(cli, tmp_path):
+    quiet = cli("validate", tmp_path / "nope.yaml")
+    loud = cli("--debug", "validate", tmp_path / "nope.yaml")
+    assert quiet.exit_code == loud.exit_code == 2
+    assert "Traceback" not in quiet.output
+    assert "Traceback" in loud.output and "ConfigError" in loud.output
+
+
+def test_exception_while_plotting_marks_the_run_failed(
+    cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    def broken_plots(*args, **kwargs):
+        raise ValueError("cannot draw")
+
+    monkeypatch.setattr("hbreg.plots.save_plots", broken_plots)
+    radon_hier_config["sampler"] = dict(TINY)
+    config = {
+        **radon_hier_config,
+        "output": {"root": str(tmp_path / "outputs"), "plots": ["posterior"]},
+    }
+    result = cli("fit", write_config(config))
+    assert result.exit_code == 1, result.output
+    assert "bug in hbreg: ValueError: cannot draw" in result.output
+    assert "Traceback" not in result.output
+    run = _assert_marked(tmp_path / "outputs", "failed")
+    assert (run / "summary.csv").is_file()  # what was made before the crash is kept
+
+
+def test_output_root_that_is_a_file_exits_3_before_sampling(
+    cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("hbreg.fit.sample", lambda *a, **k: pytest.fail("sampled"))
+    root = tmp_path / "outputs"
+    root.write_text("precious")
+    result = cli("fit", write_config(radon_hier_config))
+    assert result.exit_code == 3
+    assert f"output.root '{root}' exists but is not a directory" in result.output
+    assert "Traceback" not in result.output
+    assert root.read_text() == "precious"
+
+
+def test_read_only_output_root_exits_3_and_keeps_earlier_runs(
+    cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("hbreg.fit.sample", lambda *a, **k: pytest.fail("sampled"))
+    root = tmp_path / "outputs"
+    earlier = root / "2026-01-01_00-00-00_radon_hier"
+    earlier.mkdir(parents=True)
+    (earlier / "manifest.json").write_text('{"status": "complete"}')
+    root.chmod(0o555)
+    immutable = False
+    try:
+        try:
+            (root / "probe").mkdir()
+        except PermissionError:
+            pass
+        else:  # root ignores the mode (CI runs as root): make the directory immutable
+            (root / "probe").rmdir()
+            chattr = shutil.which("chattr")
+            done = chattr and subprocess.run([chattr, "+i", str(root)], capture_output=True)
+            if not done or done.returncode != 0:
+                pytest.skip(
+                    "running as root without chattr +i: cannot make a read-only root "
+                    "(test_runs.py simulates one)"
+                )
+            immutable = True
+        result = cli("fit", write_config(radon_hier_config))
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(root)], check=True)
+        root.chmod(0o755)
+    assert result.exit_code == 3, result.output
+    assert f"cannot create a run directory in output.root '{root}'" in result.output
+    assert "Traceback" not in result.output
+    assert visible(root) == [earlier]
+
+
+def test_full_disk_mid_run_exits_3_and_marks_the_run_failed(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs CAP_SYS_ADMIN)")
+    try:
+        config = radon_config(tmp_path, TINY)
+        raw = yaml.safe_load(config.read_text())
+        raw["output"]["root"] = str(small / "outputs")
+        config.write_text(yaml.safe_dump(raw))
+        code, output = finish(start(["fit", config]), timeout=300)
+        root = small / "outputs"
+        runs_left = visible(root)
+        assert not any(r.complete for r in list_runs(root))
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+    assert code == 3, output[-3000:]
+    assert "No space left on device" in output
+    assert "Traceback" not in output
+    assert [r.name.endswith(".failed") for r in runs_left] == [True]
