@@ -42,6 +42,7 @@ PLOT_KINDS = ("posterior", "trace", "forest", "ppc", "energy", "pair")
 
 _DPI = 100
 _MAX_PER_VAR = 4  # entries of a non-scalar variable shown in the posterior and trace plots
+_MAX_FOREST_GROUPS = 100  # more rows than this are unreadable: show an evenly spaced subset
 _PPC_DRAWS = 50
 _KDE_GRID = 256
 _RANK_BINS = 20
@@ -237,6 +238,14 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
             suffix = "[" + ", ".join(str(da[d].values[i]) for d, i in zip(rest, index)) + "]"
             title = name + (suffix if rest else "")
             columns.append((title, values[(slice(None), slice(None), *index)], mu))
+    subset = ""
+    if len(labels) > _MAX_FOREST_GROUPS:
+        # Evenly spaced by the first column's median, so the whole spread stays visible.
+        order = np.argsort(np.median(columns[0][1], axis=0), kind="stable")
+        keep = np.sort(order[np.linspace(0, len(order) - 1, _MAX_FOREST_GROUPS).astype(int)])
+        subset = f"; {_MAX_FOREST_GROUPS} of {len(labels)} groups, evenly spaced by median"
+        labels = [labels[i] for i in keep]
+        columns = [(title, values[:, keep], mu) for title, values, mu in columns]
     n_groups = len(labels)
     fontsize = 9 if n_groups <= 30 else 7 if n_groups <= 60 else 6
     height = max(3.0, 1.3 + 0.135 * n_groups)
@@ -262,7 +271,7 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
     axes[0].set_yticks(y, labels, fontsize=fontsize)
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
-    _suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals)")
+    _suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals{subset})")
     fig.supxlabel("coefficient value (dot: posterior median)", fontsize=9)
     return fig
 

@@ -188,3 +188,21 @@ def test_import_is_light():
     root = str(Path(plots.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_forest_with_many_groups_shows_an_evenly_spaced_subset():
+    rng = np.random.default_rng(3)
+    labels = [f"g{i}" for i in range(1000)]
+    centers = rng.normal(0, 1, 1000)
+    idata = azb.from_dict(
+        {"posterior": {"a": centers + rng.normal(0, 0.1, (2, 50, 1000))}},
+        coords={"group": labels},
+        dims={"a": ["group"]},
+    )
+    fig = plot_forest(idata, var_names=["a"], group_dim="group")
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(ticks) == 100
+    shown = [labels.index(t) for t in ticks]
+    assert shown == sorted(shown)  # label order kept
+    assert labels[int(np.argmin(centers))] in ticks and labels[int(np.argmax(centers))] in ticks
+    assert "100 of 1000 groups" in fig._suptitle.get_text()
