@@ -62,15 +62,20 @@ def fit(
     command: str = "",
     progress: ProgressCallback | None = None,
     prepared: ModelData | None = None,
+    root: Path | None = None,
 ) -> FitResult:
-    """Fit `config` and write its run directory; return what the terminal summary needs."""
+    """Fit `config` and write its run directory; return what the terminal summary needs.
+
+    `prepared` skips loading (see `prepare`); `root` writes somewhere other than
+    `output.root` (simulate keeps the config's own paths but writes inside its run).
+    """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if prepared is None:
         config, prepared = prepare(config)
     data = prepared
     timings["load"] = elapsed(start)
-    run = RunDirectory(config.output.root, config.name)
+    run = RunDirectory(root or config.output.root, config.name)
     base_manifest = _manifest_base(config, data, command)
     try:
         result = _fit_into(run, config, data, timings, progress)

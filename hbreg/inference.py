@@ -81,9 +81,13 @@ def sample(model, settings: SamplerConfig, *, seed: int, progress: ProgressCallb
 
 def _sample_nutpie(model, settings, *, seed, cores, progress):
     import nutpie
+    import pytensor
 
     start = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(model)
+    # Without fastmath, code loaded from the numba cache and freshly compiled code round
+    # alike, so the same seed gives the same draws on a cold and on a warm cache.
+    with pytensor.config.change_flags(numba__fastmath=False):
+        compiled = nutpie.compile_pymc_model(model)
     compiled_at = time.perf_counter()
     callback = None
     if progress is not None:

@@ -768,10 +768,10 @@ def _run_replicate(task: dict, on_fit=None) -> ReplicateOutcome:
 
 def _fit_experiment(spec, exp, sim, task, fit_seed, work: Path, data_file: Path):
     """Fit one experiment into `work/fits`; return its recovery rows and run directory."""
-    import pytensor
     import xarray as xr
 
     from hbreg.data import load_model_data
+    from hbreg.fit import fit
 
     config = fit_config(
         spec,
@@ -786,11 +786,8 @@ def _fit_experiment(spec, exp, sim, task, fit_seed, work: Path, data_file: Path)
     local = config.model_copy(deep=True)
     local.data.path = str(data_file)
     data = load_model_data(local)
-    # numba's fastmath lets cached and freshly compiled code round differently, so the
-    # same seed gave different draws on a cold and a warm PyTensor cache; without it a
-    # replicate is the same on every worker
-    with pytensor.config.change_flags(numba__fastmath=False), _no_dask_scheduler():
-        result = _fit_run(config, data, root=work / "fits", command=task["command"])
+    with _no_dask_scheduler():
+        result = fit(config, prepared=data, root=work / "fits", command=task["command"])
     tree = xr.open_datatree(result.path / "idata.nc", engine="h5netcdf")
     try:
         posterior = tree["posterior"].to_dataset().load()
@@ -818,30 +815,6 @@ def _no_dask_scheduler():
     except ImportError:
         return contextlib.nullcontext()
     return dask.config.set(scheduler="synchronous")
-
-
-def _fit_run(config: Config, data, *, root: Path, command: str):
-    """`hbreg.fit.fit` writing into `root` instead of `config.output.root`.
-
-    The config keeps paths relative to the simulation directory, which does not have
-    its final name until the simulation finishes; `fit` has no way to write
-    elsewhere than `output.root`, hence its steps here.
-    """
-    from hbreg import fit as fitting
-    from hbreg.models import resolve_parameterization
-
-    fitting.resolve_backend(config.sampler.backend)
-    resolve_parameterization(config)
-    timings = {"load": 0.0}
-    run = RunDirectory(root, config.name)
-    base = fitting._manifest_base(config, data, command)
-    try:
-        result = fitting._fit_into(run, config, data, timings, None)
-    except BaseException as exc:
-        run.abandon(exc, **base, timings=timings)
-        raise
-    result.path = run.finish(**base, timings=timings, **fitting._manifest_outcome(result))
-    return result
 
 
 def _archive(path: Path) -> bytes:
