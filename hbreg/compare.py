@@ -908,19 +908,21 @@ def _close(fig) -> None:
         sys.modules["matplotlib.pyplot"].close(fig)
 
 
-def _markdown(table, verdict, warn, notes, outcome, n_obs, files) -> str:
-    header = [
-        "rank",
-        "run",
-        "pooling",
-        "elpd_loo",
-        "se",
-        "elpd_diff",
-        "dse",
-        "p_loo",
-        "weight",
-        f"Pareto k > {PARETO_K_THRESHOLD}",
+_COLUMNS = ("rank", "run", "pooling", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight",
+            f"k>{PARETO_K_THRESHOLD}")
+
+
+def _cells(r) -> list[str]:
+    """One row of the comparison table as text, in `_COLUMNS` order."""
+    return [
+        str(r["rank"]), r["run"], r["pooling"], f"{r['elpd_loo']:.1f}", f"{r['se']:.1f}",
+        f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", f"{r['p_loo']:.1f}", f"{r['weight']:.2f}",
+        str(r["pareto_k_high"]),
     ]
+
+
+def _markdown(table, verdict, warn, notes, outcome, n_obs, files) -> str:
+    header = [*_COLUMNS[:-1], f"Pareto k > {PARETO_K_THRESHOLD}"]
     lines = [
         "# LOO comparison",
         "",
@@ -933,19 +935,7 @@ def _markdown(table, verdict, warn, notes, outcome, n_obs, files) -> str:
         "|" + "|".join("---:" if h not in ("run", "pooling") else "---" for h in header) + "|",
     ]
     for _, r in table.iterrows():
-        cells = [
-            str(r["rank"]),
-            r["run"],
-            r["pooling"],
-            f"{r['elpd_loo']:.1f}",
-            f"{r['se']:.1f}",
-            f"{r['elpd_diff']:.1f}",
-            f"{r['dse']:.1f}",
-            f"{r['p_loo']:.1f}",
-            f"{r['weight']:.2f}",
-            str(r["pareto_k_high"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cells(r)) + " |")
     lines += ["", verdict, ""]
     if warn:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warn] + [""]
@@ -968,35 +958,12 @@ def render_comparison(console: Console, result: ComparisonResult) -> None:
         padding=(0, 0),
         pad_edge=False,
     )
-    columns = (
-        "rank",
-        "run",
-        "pooling",
-        "elpd_loo",
-        "se",
-        "elpd_diff",
-        "dse",
-        "p_loo",
-        "weight",
-        f"k>{PARETO_K_THRESHOLD}",
-    )
-    for column in columns:
+    for column in _COLUMNS:
         left = column in ("run", "pooling")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for _, r in result.table.iterrows():
-        k_style = "[yellow]" if r["pareto_k_high"] else ""
-        table.add_row(
-            str(r["rank"]),
-            r["run"],
-            r["pooling"],
-            f"{r['elpd_loo']:.1f}",
-            f"{r['se']:.1f}",
-            f"{r['elpd_diff']:.1f}",
-            f"{r['dse']:.1f}",
-            f"{r['p_loo']:.1f}",
-            f"{r['weight']:.2f}",
-            f"{k_style}{r['pareto_k_high']}",
-        )
+        *cells, k_high = _cells(r)
+        table.add_row(*cells, f"[yellow]{k_high}" if r["pareto_k_high"] else k_high)
     console.print(table)
     console.print(result.verdict, highlight=False)
     for warning in result.warnings:

@@ -234,6 +234,13 @@ def assemble_results(spec, outcomes, run, *, seconds: float) -> SimulationResult
 # ----------------------------------------------------------------------------- text
 
 
+def _recovery_cells(r) -> list[str]:
+    """parameter, truth, mean, 90% interval, inside?, error: one table row as text."""
+    interval = f"[{_fmt(r['lower_90'])}, {_fmt(r['upper_90'])}]"
+    inside = "yes" if r["inside_90"] else "NO"
+    return [r["parameter"], _fmt(r["truth"]), _fmt(r["mean"]), interval, inside, _fmt(r["error"])]
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
@@ -248,29 +255,11 @@ def recovery_lines(recovery: pd.DataFrame, experiment: str) -> tuple[list[list[s
     part = recovery[recovery["experiment"] == experiment]
     rows = []
     for _, r in part[part["level"] == "population"].iterrows():
-        rows.append(
-            [
-                r["parameter"],
-                _fmt(r["truth"]),
-                _fmt(r["mean"]),
-                f"[{_fmt(r['lower_90'])}, {_fmt(r['upper_90'])}]",
-                "yes" if r["inside_90"] else "NO",
-                _fmt(r["error"]),
-            ]
-        )
+        rows.append(_recovery_cells(r))
     groups = part[part["level"] == "group"]
     if len(groups) <= _MAX_GROUP_ROWS:
         for _, r in groups.iterrows():
-            rows.append(
-                [
-                    r["parameter"],
-                    _fmt(r["truth"]),
-                    _fmt(r["mean"]),
-                    f"[{_fmt(r['lower_90'])}, {_fmt(r['upper_90'])}]",
-                    "yes" if r["inside_90"] else "NO",
-                    _fmt(r["error"]),
-                ]
-            )
+            rows.append(_recovery_cells(r))
     else:
         coef = groups["parameter"].str.replace(r"\[.*\]$", "", regex=True)
         for name, g in groups.groupby(coef, sort=False):
