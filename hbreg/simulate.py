@@ -292,9 +292,6 @@ def _resolved(spec: SimulationConfig) -> SimulationConfig:
         model["pooling"] = exp.pooling
         if "intercept" not in exp.model.model_fields_set:
             model["intercept"] = spec.generate.intercept
-        if "group_predictors_for" not in exp.model.model_fields_set and not model["intercept"]:
-            # the default ["intercept"] is refused by Config when there is no intercept
-            model["group_predictors_for"] = []
         experiments.append(exp.model_copy(update={"model": ModelConfig.model_validate(model)}))
     return spec.model_copy(update={"experiments": experiments})
 
