@@ -81,7 +81,9 @@ def main() -> None:
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         out = subprocess.run(
             [sys.executable, __file__, "--variant", variant, "--seed", str(args.seed)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     table = pd.DataFrame(rows).set_index("variant")
@@ -98,8 +100,10 @@ def write(table: pd.DataFrame, stem: str, title: str) -> None:
     import os
     import platform
 
-    header = (f"# {title}\n\nMachine: {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}\n\n")
+    header = (
+        f"# {title}\n\nMachine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+    )
     (RESULTS / f"{stem}.md").write_text(header + markdown(table) + "\n")
     print(header + table.to_string())
 
@@ -107,8 +111,7 @@ def write(table: pd.DataFrame, stem: str, title: str) -> None:
 def markdown(table: pd.DataFrame) -> str:
     """A pipe table (pandas' to_markdown needs tabulate, which hbreg does not depend on)."""
     frame = table.reset_index()
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
-             "|" + "---|" * len(frame.columns)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 

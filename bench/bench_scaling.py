@@ -53,9 +53,11 @@ def run_fit(data_path: Path, parameterization: str, timeout: float) -> dict:
         "name": f"scaling_{parameterization}",
         "data": {"path": str(data_path), "outcome": "y", "predictors": ["x"], "group": "group"},
         "model": {"pooling": "hierarchical", "parameterization": parameterization},
-        "priors": {"coefficient": {"dist": "Normal", "mu": 0, "sigma": 5},
-                   "group_sd": {"dist": "HalfNormal", "sigma": 2},
-                   "sigma": {"dist": "HalfNormal", "sigma": 2}},
+        "priors": {
+            "coefficient": {"dist": "Normal", "mu": 0, "sigma": 5},
+            "group_sd": {"dist": "HalfNormal", "sigma": 2},
+            "sigma": {"dist": "HalfNormal", "sigma": 2},
+        },
         "sampler": {"draws": 1000, "tune": 1000, "chains": 4, "seed": 1},
         "output": {"root": str(root)},
     }
@@ -65,8 +67,9 @@ def run_fit(data_path: Path, parameterization: str, timeout: float) -> dict:
     log_path = RESULTS / f"scaling_{parameterization}_{data_path.stem}.log"
     start = time.perf_counter()
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(hbreg), "fit", str(config_path)], stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(hbreg), "fit", str(config_path)], stdout=log, stderr=subprocess.STDOUT
+        )
         returncode, usage = wait_with_usage(proc, timeout)
     seconds = time.perf_counter() - start
     out = log_path.read_text()
@@ -123,7 +126,9 @@ def main() -> None:
     if "noncentered" in wall:
         ratio = (wall["noncentered"] / wall["marginal"]).round(1)
         table["noncentered_over_marginal"] = [ratio.get(r) for r, _ in table.index]
-    write(table, "scaling", f"Hierarchical Gaussian, varying intercept and slope, {N_GROUPS:,} groups")
+    write(
+        table, "scaling", f"Hierarchical Gaussian, varying intercept and slope, {N_GROUPS:,} groups"
+    )
 
 
 if __name__ == "__main__":

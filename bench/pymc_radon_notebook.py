@@ -1,4 +1,4 @@
-"""The notebook's hierarchical radon model as a plain PyMC script: the peer hbreg is measured against.
+"""The notebook's hierarchical radon model in plain PyMC: the peer hbreg is timed against.
 
 Non-centered (the textbook fix for the notebook's divergences), PyMC's default NUTS
 sampler, the notebook's priors (Normal(0, 10), HalfCauchy(5)), 4 chains of 1000 tune +
@@ -34,8 +34,14 @@ def fit(seed: int = 1, chains: int = 4, tune: int = 1000, draws: int = 1000):
         eps = pm.HalfCauchy("eps", 5)
         mu = alpha[county_idx] + beta[county_idx] * floor
         pm.Normal("obs", mu=mu, sigma=eps, observed=log_radon)
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed,
-                          progressbar=False, compute_convergence_checks=False)
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            progressbar=False,
+            compute_convergence_checks=False,
+        )
     return idata, time.perf_counter() - start
 
 

@@ -71,8 +71,9 @@ def _user_errors(command):
             if kept is not None and kept != before and str(kept) not in message:
                 message += f" (what was written is kept in '{kept}')"
             label = "interrupted" if code == 130 else "error"
-            err_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False,
-                              soft_wrap=True)
+            err_console.print(
+                f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code) from None
 
         hook = sys.unraisablehook

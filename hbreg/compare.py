@@ -908,15 +908,32 @@ def _close(fig) -> None:
         sys.modules["matplotlib.pyplot"].close(fig)
 
 
-_COLUMNS = ("rank", "run", "pooling", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight",
-            f"k>{PARETO_K_THRESHOLD}")
+_COLUMNS = (
+    "rank",
+    "run",
+    "pooling",
+    "elpd_loo",
+    "se",
+    "elpd_diff",
+    "dse",
+    "p_loo",
+    "weight",
+    f"k>{PARETO_K_THRESHOLD}",
+)
 
 
 def _cells(r) -> list[str]:
     """One row of the comparison table as text, in `_COLUMNS` order."""
     return [
-        str(r["rank"]), r["run"], r["pooling"], f"{r['elpd_loo']:.1f}", f"{r['se']:.1f}",
-        f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", f"{r['p_loo']:.1f}", f"{r['weight']:.2f}",
+        str(r["rank"]),
+        r["run"],
+        r["pooling"],
+        f"{r['elpd_loo']:.1f}",
+        f"{r['se']:.1f}",
+        f"{r['elpd_diff']:.1f}",
+        f"{r['dse']:.1f}",
+        f"{r['p_loo']:.1f}",
+        f"{r['weight']:.2f}",
         str(r["pareto_k_high"]),
     ]
 

@@ -47,9 +47,11 @@ class Diagnostics:
 
     @property
     def passed(self) -> bool:
+        """True when no threshold was missed."""
         return not self.failures
 
     def to_dict(self) -> dict:
+        """The JSON-ready form written to diagnostics.json."""
         return {**asdict(self), "passed": self.passed}
 
 
@@ -57,8 +59,11 @@ def diagnose(posterior, sample_stats, summary: pd.DataFrame, thresholds: Diagnos
     """Compare the run with the thresholds; every miss becomes one plain sentence."""
     diverging = sample_stats["diverging"].values.astype(bool)
     per_chain = diverging.sum(axis=1).astype(int).tolist()
-    hits = sample_stats["reached_max_treedepth"].values.astype(bool) if (
-        "reached_max_treedepth" in sample_stats) else np.zeros_like(diverging)
+    hits = (
+        sample_stats["reached_max_treedepth"].values.astype(bool)
+        if ("reached_max_treedepth" in sample_stats)
+        else np.zeros_like(diverging)
+    )
     bfmi = _bfmi(sample_stats["energy"].values) if "energy" in sample_stats else []
     r_hat = summary["r_hat"].fillna(1.0)
     ess_bulk, ess_tail = summary["ess_bulk"].fillna(np.inf), summary["ess_tail"].fillna(np.inf)
@@ -80,22 +85,35 @@ def diagnose(posterior, sample_stats, summary: pd.DataFrame, thresholds: Diagnos
     )
     t = thresholds
     checks = [
-        (result.divergences > t.max_divergences,
-         f"{result.divergences} divergent transitions (allowed: {t.max_divergences})"),
-        (result.worst_r_hat > t.max_r_hat,
-         f"r_hat {result.worst_r_hat:.3f} for {result.worst_r_hat_parameter} "
-         f"(allowed: {t.max_r_hat})"),
-        (result.lowest_ess_bulk < t.min_ess_bulk,
-         f"bulk ESS {result.lowest_ess_bulk:.0f} for {result.lowest_ess_bulk_parameter} "
-         f"(needed: {t.min_ess_bulk:.0f})"),
-        (result.lowest_ess_tail < t.min_ess_tail,
-         f"tail ESS {result.lowest_ess_tail:.0f} for {result.lowest_ess_tail_parameter} "
-         f"(needed: {t.min_ess_tail:.0f})"),
-        (result.tree_depth_fraction > t.max_tree_depth_fraction,
-         f"{result.tree_depth_hits} draws hit the maximum tree depth "
-         f"({result.tree_depth_fraction:.1%}; allowed: {t.max_tree_depth_fraction:.1%})"),
-        (any(b < t.min_bfmi for b in result.bfmi_per_chain),
-         f"E-BFMI {min(result.bfmi_per_chain, default=1):.2f} in some chain (needed: {t.min_bfmi})"),
+        (
+            result.divergences > t.max_divergences,
+            f"{result.divergences} divergent transitions (allowed: {t.max_divergences})",
+        ),
+        (
+            result.worst_r_hat > t.max_r_hat,
+            f"r_hat {result.worst_r_hat:.3f} for {result.worst_r_hat_parameter} "
+            f"(allowed: {t.max_r_hat})",
+        ),
+        (
+            result.lowest_ess_bulk < t.min_ess_bulk,
+            f"bulk ESS {result.lowest_ess_bulk:.0f} for {result.lowest_ess_bulk_parameter} "
+            f"(needed: {t.min_ess_bulk:.0f})",
+        ),
+        (
+            result.lowest_ess_tail < t.min_ess_tail,
+            f"tail ESS {result.lowest_ess_tail:.0f} for {result.lowest_ess_tail_parameter} "
+            f"(needed: {t.min_ess_tail:.0f})",
+        ),
+        (
+            result.tree_depth_fraction > t.max_tree_depth_fraction,
+            f"{result.tree_depth_hits} draws hit the maximum tree depth "
+            f"({result.tree_depth_fraction:.1%}; allowed: {t.max_tree_depth_fraction:.1%})",
+        ),
+        (
+            any(b < t.min_bfmi for b in result.bfmi_per_chain),
+            f"E-BFMI {min(result.bfmi_per_chain, default=1):.2f} in some chain "
+            f"(needed: {t.min_bfmi})",
+        ),
     ]
     result.failures = [msg for failed, msg in checks if failed]
     return result
@@ -117,9 +135,11 @@ def _concentrations(posterior, diverging: np.ndarray, top: int = 5) -> list[dict
     rows = []
     for name, var in posterior.data_vars.items():
         values = var.values.reshape(flat_div.size, -1)
-        labels = [name] if values.shape[1] == 1 else [
-            f"{name}[{label}]" for label in var[var.dims[2]].values
-        ]
+        labels = (
+            [name]
+            if values.shape[1] == 1
+            else [f"{name}[{label}]" for label in var[var.dims[2]].values]
+        )
         ranks = values.argsort(axis=0).argsort(axis=0) / (len(flat_div) - 1)
         mean_rank = ranks[flat_div].mean(axis=0)
         for label, q in zip(labels, mean_rank, strict=True):
@@ -133,8 +153,10 @@ def divergence_report(diag: Diagnostics, *, parameterization: str, target_accept
     lines = ["# Divergences", ""]
     n_total = diag.draws_per_chain * len(diag.divergences_per_chain)
     if diag.divergences == 0:
-        lines.append(f"No divergent transitions in {n_total:,} draws "
-                     f"({len(diag.divergences_per_chain)} chains).")
+        lines.append(
+            f"No divergent transitions in {n_total:,} draws "
+            f"({len(diag.divergences_per_chain)} chains)."
+        )
         if not diag.passed:
             lines += ["", "## Slow mixing", ""]
             lines += _remedies(diag, parameterization=parameterization, target_accept=target_accept)
@@ -159,8 +181,12 @@ def divergence_report(diag: Diagnostics, *, parameterization: str, target_accept
         lines += _remedies(diag, parameterization=parameterization, target_accept=target_accept)
     lines += ["", "## Other checks", ""]
     lines.append(f"- worst r_hat: {diag.worst_r_hat:.3f} (`{diag.worst_r_hat_parameter}`)")
-    lines.append(f"- lowest bulk ESS: {diag.lowest_ess_bulk:.0f} (`{diag.lowest_ess_bulk_parameter}`)")
-    lines.append(f"- lowest tail ESS: {diag.lowest_ess_tail:.0f} (`{diag.lowest_ess_tail_parameter}`)")
+    lines.append(
+        f"- lowest bulk ESS: {diag.lowest_ess_bulk:.0f} (`{diag.lowest_ess_bulk_parameter}`)"
+    )
+    lines.append(
+        f"- lowest tail ESS: {diag.lowest_ess_tail:.0f} (`{diag.lowest_ess_tail_parameter}`)"
+    )
     lines.append(f"- maximum tree depth reached: {diag.tree_depth_hits} draws")
     bfmi = ", ".join(f"{b:.2f}" for b in diag.bfmi_per_chain)
     lines.append(f"- E-BFMI per chain: {bfmi} (below 0.3 suggests poor exploration of the energy)")
@@ -170,10 +196,16 @@ def divergence_report(diag: Diagnostics, *, parameterization: str, target_accept
 
 
 def _remedies(diag: Diagnostics, *, parameterization: str, target_accept: float) -> list[str]:
-    scales = [r["parameter"] for r in diag.concentrations
-              if r["parameter"].startswith("sigma_") and r["mean_quantile"] < 0.5]
-    slow = [p for p in (diag.lowest_ess_bulk_parameter, diag.worst_r_hat_parameter)
-            if p.startswith("sigma_")]
+    scales = [
+        r["parameter"]
+        for r in diag.concentrations
+        if r["parameter"].startswith("sigma_") and r["mean_quantile"] < 0.5
+    ]
+    slow = [
+        p
+        for p in (diag.lowest_ess_bulk_parameter, diag.worst_r_hat_parameter)
+        if p.startswith("sigma_")
+    ]
     lines = []
     if not diag.divergences and slow:
         lines.append(
@@ -204,17 +236,27 @@ def _remedies(diag: Diagnostics, *, parameterization: str, target_accept: float)
         )
     lines.append("")
     if parameterization == "centered":
-        lines.append("1. Use `model.parameterization: auto` (the exact marginal model for Gaussian "
-                     "data: no funnel at all) or `noncentered`.")
+        lines.append(
+            "1. Use `model.parameterization: auto` (the exact marginal model for Gaussian "
+            "data: no funnel at all) or `noncentered`."
+        )
     elif parameterization == "noncentered":
-        lines.append("1. Use `model.parameterization: auto` (the exact marginal model for Gaussian "
-                     "data), or `centered` if every group has many rows.")
+        lines.append(
+            "1. Use `model.parameterization: auto` (the exact marginal model for Gaussian "
+            "data), or `centered` if every group has many rows."
+        )
     else:
-        lines.append("1. Check the priors: a scale prior with much mass near zero, or very wide "
-                     "priors on weakly identified coefficients, make sharp curvature.")
+        lines.append(
+            "1. Check the priors: a scale prior with much mass near zero, or very wide "
+            "priors on weakly identified coefficients, make sharp curvature."
+        )
     higher = min(0.99, max(0.95, target_accept + 0.1))
-    lines.append(f"2. Raise `sampler.target_accept` from {target_accept} to {higher} "
-                 f"(`--set sampler.target_accept={higher}`): smaller steps, slower sampling.")
-    lines.append("3. Give the group scales a more informative prior (e.g. HalfNormal(1) on the "
-                 "scale of the outcome) if the data say little about them.")
+    lines.append(
+        f"2. Raise `sampler.target_accept` from {target_accept} to {higher} "
+        f"(`--set sampler.target_accept={higher}`): smaller steps, slower sampling."
+    )
+    lines.append(
+        "3. Give the group scales a more informative prior (e.g. HalfNormal(1) on the "
+        "scale of the outcome) if the data say little about them."
+    )
     return lines

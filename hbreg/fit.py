@@ -110,22 +110,35 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
     run.write_json("diagnostics.json", diag.to_dict())
     run.write_text(
         "divergences.md",
-        divergence_report(diag, parameterization=built.parameterization,
-                          target_accept=config.sampler.target_accept),
+        divergence_report(
+            diag,
+            parameterization=built.parameterization,
+            target_accept=config.sampler.target_accept,
+        ),
     )
     idata = _inference_data(posterior, sampled.sample_stats, loglik, ppc, data, config, built)
     # Serialized in memory first: HDF5 failing half-way through a file on a full disk
     # can take the process down with it.
     run.write_bytes("idata.nc", bytes(idata.to_netcdf(engine="h5netcdf")))
     save_plots(
-        idata, run.path / "plots", kinds=config.output.plots,
-        population_vars=built.population_vars, group_vars=built.group_vars,
-        group_dim=data.group_dim, pair_vars=built.pair_vars, outcome=data.outcome,
+        idata,
+        run.path / "plots",
+        kinds=config.output.plots,
+        population_vars=built.population_vars,
+        group_vars=built.group_vars,
+        group_dim=data.group_dim,
+        pair_vars=built.pair_vars,
+        outcome=data.outcome,
     )
     timings["report"] = elapsed(step)
     return FitResult(
-        path=run.path, summary=summary, diagnostics=diag, key_parameters=built.population_vars,
-        parameterization=built.parameterization, backend=sampled.backend, timings=timings,
+        path=run.path,
+        summary=summary,
+        diagnostics=diag,
+        key_parameters=built.population_vars,
+        parameterization=built.parameterization,
+        backend=sampled.backend,
+        timings=timings,
         notes=notes,
     )
 
@@ -133,7 +146,9 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
 def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
     import xarray as xr
 
-    observed = xr.Dataset({data.outcome: (("obs",), data.y)}, coords={"obs": np.arange(len(data.y))})
+    observed = xr.Dataset(
+        {data.outcome: (("obs",), data.y)}, coords={"obs": np.arange(len(data.y))}
+    )
     groups = {"posterior": posterior, "sample_stats": sample_stats, "observed_data": observed}
     if loglik is not None:
         groups["log_likelihood"] = loglik

@@ -21,7 +21,7 @@ PPC_DRAWS = 500
 
 
 def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarray:
-    """mu for the selected flat draw indices: (len(draws), n)."""
+    """Mu for the selected flat draw indices: (len(draws), n)."""
     mu = np.zeros((len(draws), len(data.y)))
     for j, coef in enumerate(data.coef_names):
         values = _flat(posterior[coef])[draws]

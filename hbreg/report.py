@@ -51,15 +51,23 @@ def print_fit(console: Console, result) -> None:
     summary = result.summary
     for name in result.key_parameters:
         row = summary.loc[name]
-        table.add_row(name, f"{row['mean']:.3f}", f"{row['sd']:.3f}", f"{row.iloc[2]:.3f}",
-                      f"{row.iloc[3]:.3f}", f"{row['ess_bulk']:.0f}", f"{row['r_hat']:.3f}")
+        table.add_row(
+            name,
+            f"{row['mean']:.3f}",
+            f"{row['sd']:.3f}",
+            f"{row.iloc[2]:.3f}",
+            f"{row.iloc[3]:.3f}",
+            f"{row['ess_bulk']:.0f}",
+            f"{row['r_hat']:.3f}",
+        )
     console.print(table)
     diag = result.diagnostics
     verdict = "[green]pass[/]" if diag.passed else "[red]fail[/]"
     console.print(
         f"Diagnostics {verdict}: {diag.divergences} divergences, worst r_hat "
         f"{diag.worst_r_hat:.3f}, lowest bulk ESS {diag.lowest_ess_bulk:.0f} "
-        f"({diag.lowest_ess_bulk_parameter})", highlight=False,
+        f"({diag.lowest_ess_bulk_parameter})",
+        highlight=False,
     )
     for failure in diag.failures:
         console.print(f"  [red]-[/] {failure}", highlight=False)
@@ -80,7 +88,12 @@ def print_runs(console: Console, runs) -> None:
         diag = m.get("diagnostics", {})
         r_hat = diag.get("worst_r_hat")
         table.add_row(
-            run.path.name, run.name, m.get("started", "?"), run.status, m.get("pooling", "-"),
-            str(diag.get("divergences", "-")), f"{r_hat:.3f}" if r_hat is not None else "-",
+            run.path.name,
+            run.name,
+            m.get("started", "?"),
+            run.status,
+            m.get("pooling", "-"),
+            str(diag.get("divergences", "-")),
+            f"{r_hat:.3f}" if r_hat is not None else "-",
         )
     console.print(table if runs else "no runs")

@@ -36,8 +36,12 @@ def radon_hier_config() -> dict:
     """The radon hierarchical experiment with fast sampler settings."""
     return {
         "name": "radon_hier",
-        "data": {"dataset": "radon", "outcome": "log_radon", "predictors": ["floor"],
-                 "group": "county"},
+        "data": {
+            "dataset": "radon",
+            "outcome": "log_radon",
+            "predictors": ["floor"],
+            "group": "county",
+        },
         "model": {"pooling": "hierarchical"},
         "sampler": dict(FAST_SAMPLER),
     }

@@ -30,7 +30,12 @@ import numpy as np
 from hbreg.config import Config, parameter_names, prior_for
 from hbreg.data import ModelData
 from hbreg.errors import ConfigError
-from hbreg.models.marginal import SufficientStats, draw_group_coefficients, marginal_loglik, sufficient_stats
+from hbreg.models.marginal import (
+    SufficientStats,
+    draw_group_coefficients,
+    marginal_loglik,
+    sufficient_stats,
+)
 from hbreg.priors import to_pymc
 
 __all__ = ["BuiltModel", "build_model", "complete_posterior", "resolve_parameterization"]
@@ -124,9 +129,7 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         else:
             values = dict(params)
             for coef in block_coefs:
-                values[coef] = _block_variable(
-                    coef, *priors[coef], config, parameterization, dims
-                )
+                values[coef] = _block_variable(coef, *priors[coef], config, parameterization, dims)
             mu = 0
             for j, coef in enumerate(data.coef_names):
                 value = values[coef]
@@ -143,8 +146,11 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         pair_vars=_pair_vars(config, data, block_coefs),
         stats=stats,
         sampled_vars=sampled,
-        internal_vars=[v.name for v in model.free_RVs if v.name not in parameter_names(config)
-                       and v.name not in block_coefs],
+        internal_vars=[
+            v.name
+            for v in model.free_RVs
+            if v.name not in parameter_names(config) and v.name not in block_coefs
+        ],
     )
 
 

@@ -68,13 +68,18 @@ def marginal_loglik(stats: SufficientStats, coef_means, tau, sigma, varying: lis
     s2 = sigma**2
     ztr = [stats.wty[:, i] - wtw_c[i] for i in varying]
     precision = [
-        [stats.wtw[:, i, j] / s2 + (1 / tau[a] ** 2 if a == b else 0) for b, j in enumerate(varying)]
+        [
+            stats.wtw[:, i, j] / s2 + (1 / tau[a] ** 2 if a == b else 0)
+            for b, j in enumerate(varying)
+        ]
         for a, i in enumerate(varying)
     ]
     chol = _cholesky(precision, xp)
     v = _forward_solve(chol, ztr, xp)
     k = len(varying)
-    logdet = stats.n * xp.log(s2) + sum(2 * xp.log(tau[a]) + 2 * xp.log(chol[a][a]) for a in range(k))
+    logdet = stats.n * xp.log(s2) + sum(
+        2 * xp.log(tau[a]) + 2 * xp.log(chol[a][a]) for a in range(k)
+    )
     quad = rtr / s2 - sum(vi**2 for vi in v) / s2**2
     return -0.5 * xp.sum(stats.n * _LOG_2PI + logdet + quad)
 
