@@ -14,15 +14,7 @@ import pandas as pd
 
 from hbreg.config import DiagnosticsConfig
 
-__all__ = ["Diagnostics", "diagnose", "divergence_report", "summarize"]
-
-
-def summarize(posterior) -> pd.DataFrame:
-    """`az.summary` of every parameter at full precision, 90% equal-tailed intervals."""
-    import arviz as az
-
-    table = az.summary(posterior, round_to="none", ci_prob=0.9, ci_kind="eti")
-    return pd.DataFrame(table).astype(float)
+__all__ = ["Diagnostics", "diagnose", "divergence_report"]
 
 
 @dataclass

@@ -20,9 +20,10 @@ import pandas as pd
 from hbreg import __version__
 from hbreg.config import Config, dump_config
 from hbreg.data import ModelData, load_model_data
-from hbreg.diagnostics import Diagnostics, diagnose, divergence_report, summarize
+from hbreg.diagnostics import Diagnostics, diagnose, divergence_report
 from hbreg.inference import ProgressCallback, resolve_backend, sample
 from hbreg.runs import RunDirectory, elapsed
+from hbreg.summary import summarize
 
 __all__ = ["FitResult", "fit", "prepare"]
 

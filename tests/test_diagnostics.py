@@ -8,7 +8,8 @@ import pytest
 import xarray as xr
 
 from hbreg.config import DiagnosticsConfig
-from hbreg.diagnostics import _bfmi, _concentrations, diagnose, divergence_report, summarize
+from hbreg.diagnostics import _bfmi, _concentrations, diagnose, divergence_report
+from hbreg.summary import summarize
 
 GROUPS = ["AITKIN", "ANOKA", "BECKER"]
 

@@ -18,11 +18,11 @@ from scipy import stats as sps
 
 from hbreg.config import parse_config
 from hbreg.data import to_model_data
-from hbreg.diagnostics import summarize
 from hbreg.errors import ConfigError
 from hbreg.inference import sample
 from hbreg.models import build_model, complete_posterior, resolve_parameterization
 from hbreg.pointwise import PPC_DRAWS, pointwise_groups
+from hbreg.summary import summarize
 
 # --------------------------------------------------------------------------- helpers
 
