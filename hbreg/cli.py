@@ -7,9 +7,7 @@ exit code of DESIGN.md; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import shlex
 import sys
 import traceback
@@ -128,27 +126,11 @@ def fit(
 
     handle_sigterm()
     cfg, data = prepare(load_config(config, overrides or []))
-    with _without_cyclic_gc(), fit_progress(console, cfg) as progress:
+    with fit_progress(console, cfg) as progress:
         result = run_fit(cfg, command=shlex.join(sys.argv), progress=progress, prepared=data)
     print_fit(console, result)
     if strict and not result.diagnostics.passed:
         raise typer.Exit(4)
-
-
-@contextlib.contextmanager
-def _without_cyclic_gc():
-    """Pause the cyclic garbage collector for one fit.
-
-    Compiling a model makes ~500k short-lived objects and the collector's scans over
-    them cost ~0.6 s of a fit; reference counting still frees the arrays.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @app.command()

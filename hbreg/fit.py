@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hbreg import __version__
+from hbreg._gc import gc_paused
 from hbreg.config import Config, dump_config
 from hbreg.data import ModelData, load_model_data
 from hbreg.diagnostics import Diagnostics, diagnose, divergence_report
@@ -79,7 +80,8 @@ def fit(
     run = RunDirectory(root or config.output.root, config.name)
     base_manifest = _manifest_base(config, data, command)
     try:
-        result = _fit_into(run, config, data, timings, progress)
+        with gc_paused():
+            result = _fit_into(run, config, data, timings, progress)
     except BaseException as exc:
         run.abandon(exc, **base_manifest, timings=timings)
         raise

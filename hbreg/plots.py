@@ -16,14 +16,14 @@ Only numpy is imported with this module; matplotlib is imported when a figure is
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from hbreg._gc import gc_paused
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -129,7 +129,7 @@ def save_plots(
         "pair": posterior is not None and bool(pair_vars),
     }
     written = []
-    with _gc_paused():
+    with gc_paused():
         for kind in dict.fromkeys(kinds):  # drop repeats, keep order
             if not available[kind]:
                 continue
@@ -490,23 +490,6 @@ def _figure(
         hspace=hspace,
     )
     return fig
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while the figures are drawn, then restore it.
-
-    Matplotlib creates many small objects, and each full collection they trigger scans the whole
-    heap; after sampling that is the PyMC/PyTensor graph (~0.5 million objects), which cost a
-    fit about 0.4 s over its plots. The garbage of a few figures waits for the next collection.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _suptitle(fig: Figure, text: str) -> None:

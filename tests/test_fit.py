@@ -28,6 +28,15 @@ RUN_FILES = [
     "divergences.md",
     "idata.nc",
 ]
+RADON_HIER_NAMES = {
+    "mu_intercept",
+    "sigma_intercept",
+    "mu_floor",
+    "sigma_floor",
+    "sigma",
+    "intercept",
+    "floor",
+}
 IDATA_GROUPS = {
     "posterior",
     "sample_stats",
@@ -126,15 +135,7 @@ def test_idata_has_the_groups_and_names(radon):
     tree = xr.open_datatree(radon["a"] / "idata.nc", engine="h5netcdf")
     assert IDATA_GROUPS <= set(tree.children)
     post = tree["posterior"].to_dataset()
-    assert set(post.data_vars) == {
-        "mu_intercept",
-        "sigma_intercept",
-        "mu_floor",
-        "sigma_floor",
-        "sigma",
-        "intercept",
-        "floor",
-    }
+    assert set(post.data_vars) == RADON_HIER_NAMES
     assert post["floor"].dims == ("chain", "draw", "county")
     assert "AITKIN" in list(post["county"].values) and post.sizes["county"] == 85
     assert post.sizes["chain"] == 4 and post.sizes["draw"] == 1000
@@ -258,15 +259,7 @@ def test_pymc_backend_on_the_marginal_model(tmp_path):
     assert m["backend"] == "pymc" and m["parameterization"] == "marginal"
     tree = xr.open_datatree(run / "idata.nc", engine="h5netcdf")
     post = tree["posterior"].to_dataset()
-    assert set(post.data_vars) == {
-        "mu_intercept",
-        "sigma_intercept",
-        "mu_floor",
-        "sigma_floor",
-        "sigma",
-        "intercept",
-        "floor",
-    }
+    assert set(post.data_vars) == RADON_HIER_NAMES
     assert {"diverging", "energy"} <= set(tree["sample_stats"].to_dataset().data_vars)
     table = pd.read_csv(run / "summary.csv", index_col=0)
     # the same posterior as nutpie's (test_radon_hierarchical_acceptance), loosely
@@ -325,15 +318,7 @@ def test_centered_radon_shows_the_funnel_and_names_it(tmp_path):
     assert "model.parameterization: auto" in text and "noncentered" in text
     assert "sampler.target_accept" in text
     post = xr.open_datatree(run / "idata.nc", engine="h5netcdf")["posterior"].to_dataset()
-    assert set(post.data_vars) == {
-        "mu_intercept",
-        "sigma_intercept",
-        "mu_floor",
-        "sigma_floor",
-        "sigma",
-        "intercept",
-        "floor",
-    }
+    assert set(post.data_vars) == RADON_HIER_NAMES
     assert post["intercept"].dims == ("chain", "draw", "county")
 
 
