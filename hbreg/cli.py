@@ -60,7 +60,7 @@ def _user_errors(command):
         import click
         from rich.markup import escape
 
-        from hbreg.runs import last_abandoned
+        from hbreg.signals import last_abandoned
 
         before = last_abandoned()
 
@@ -122,7 +122,7 @@ def fit(
     from hbreg.fit import fit as run_fit
     from hbreg.fit import prepare
     from hbreg.report import fit_progress, print_fit
-    from hbreg.runs import handle_sigterm
+    from hbreg.signals import handle_sigterm
 
     handle_sigterm()
     cfg, data = prepare(load_config(config, overrides or []))
@@ -212,7 +212,7 @@ def simulate(
     ] = None,
 ):
     """Fit data simulated from known parameters and report what was recovered."""
-    from hbreg.runs import handle_sigterm
+    from hbreg.signals import handle_sigterm
     from hbreg.simulate import load_simulation, render_recovery, run_simulation
 
     handle_sigterm()

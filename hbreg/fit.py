@@ -21,10 +21,10 @@ from hbreg import __version__
 from hbreg._gc import gc_paused
 from hbreg.config import Config, dump_config
 from hbreg.data import ModelData, load_model_data
-from hbreg.diagnostics import Diagnostics, diagnose, divergence_report
 from hbreg.inference import ProgressCallback, resolve_backend, sample
 from hbreg.runs import RunDirectory, elapsed
-from hbreg.summary import summarize
+from hbreg.stats.diagnostics import Diagnostics, diagnose, divergence_report
+from hbreg.stats.summary import summarize
 
 __all__ = ["FitResult", "fit", "prepare"]
 
@@ -77,22 +77,22 @@ def fit(
         config, prepared = prepare(config)
     data = prepared
     timings["load"] = elapsed(start)
-    run = RunDirectory(root or config.output.root, config.name)
-    base_manifest = _manifest_base(config, data, command)
-    try:
+    with RunDirectory(
+        root or config.output.root,
+        config.name,
+        **_manifest_base(config, data, command),
+        timings=timings,
+    ) as run:
         with gc_paused():
             result = _fit_into(run, config, data, timings, progress)
-    except BaseException as exc:
-        run.abandon(exc, **base_manifest, timings=timings)
-        raise
-    result.path = run.finish(**base_manifest, timings=timings, **_manifest_outcome(result))
+        result.path = run.finish(**_manifest_outcome(result))
     return result
 
 
 def _fit_into(run, config, data, timings, progress) -> FitResult:
     from hbreg.models import build_model, complete_posterior
-    from hbreg.plots import save_plots
-    from hbreg.pointwise import pointwise_groups
+    from hbreg.models.pointwise import pointwise_groups
+    from hbreg.plots.fit import save_plots
 
     seed = config.sampler.seed
     run.write_text("config.yaml", dump_config(config))

@@ -60,7 +60,7 @@ def resolve_backend(name: str) -> str:
 
 def sample(model, settings: SamplerConfig, *, seed: int, progress: ProgressCallback | None = None):
     """Run NUTS on `model` with the configured backend; raise SamplingError on failure."""
-    from hbreg.runs import interrupted
+    from hbreg.signals import interrupted
 
     backend = resolve_backend(settings.backend)
     cores = settings.cores or min(settings.chains, os.cpu_count() or 1)

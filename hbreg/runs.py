@@ -7,9 +7,10 @@ A run is written under a hidden temporary name in the output root and renamed to
 either for a complete one. A process killed outright (SIGKILL, power loss) leaves only
 the hidden `.tmp-...` directory, which listing ignores.
 
-Ctrl-C and SIGTERM are remembered as well as raised: the samplers (nutpie and PyMC)
-catch `KeyboardInterrupt` and return the draws made so far as if sampling had ended,
-so `finish` refuses to mark a run complete once a signal has arrived.
+`RunDirectory` is the one way a command opens a run: used as a context manager, it
+finishes the run when the block ends and abandons it (failed or interrupted, with the
+traceback) when the block raises, so no command writes that lifecycle itself. A signal
+that the sampler swallowed still stops `finish` (see `hbreg.signals`).
 """
 
 from __future__ import annotations
@@ -18,93 +19,30 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from hbreg.errors import OutputError
+from hbreg.signals import Interrupted, interrupted, note_abandoned, uninterruptible
 
-__all__ = [
-    "Interrupted",
-    "RunDirectory",
-    "RunInfo",
-    "handle_sigterm",
-    "interrupted",
-    "last_abandoned",
-    "list_runs",
-    "load_run",
-]
+__all__ = ["RunDirectory", "RunInfo", "elapsed", "list_runs", "load_run"]
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
 TEMP_PREFIX = ".tmp-"
 
-# signal: the first SIGINT/SIGTERM received since handle_sigterm(); critical: depth of
-# sections (final manifest + rename) a signal must not cut in half; abandoned: the last
-# run directory marked failed/interrupted, for the CLI's message.
-_signals: dict = {"signal": None, "critical": 0, "abandoned": None}
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM arrived while a run was being made (exit code 130).
-
-    A KeyboardInterrupt, not an HbregError, so that code catching `Exception` (a
-    simulation recording one failed replicate and going on) lets it through.
-    """
-
-    exit_code = 130
-
-
-def handle_sigterm() -> None:
-    """Turn SIGINT and SIGTERM into KeyboardInterrupt and remember that one arrived.
-
-    Called at the start of a command; it forgets signals from an earlier command in
-    the same process. SIGINT is left alone when it is ignored (a background job of a
-    non-interactive shell), as the shell intends. Does nothing outside the main thread.
-    """
-    _signals.update(signal=None, critical=0, abandoned=None)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    signal.signal(signal.SIGTERM, _on_signal)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _on_signal)
-
-
-def _on_signal(signum, frame):
-    _signals["signal"] = signum
-    if _signals["critical"]:
-        return  # the run is being finished or marked; the command ends right after
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def interrupted() -> str | None:
-    """The name of the signal (SIGINT, SIGTERM) received since `handle_sigterm`, if any."""
-    signum = _signals["signal"]
-    return None if signum is None else signal.Signals(signum).name
-
-
-def last_abandoned() -> Path | None:
-    """The run directory most recently marked failed or interrupted by this command."""
-    return _signals["abandoned"]
-
-
-@contextmanager
-def _uninterruptible():
-    _signals["critical"] += 1
-    try:
-        yield
-    finally:
-        _signals["critical"] -= 1
-
 
 class RunDirectory:
-    """A run being written: files go under a hidden name until `finish` renames it."""
+    """A run being written: files go under a hidden name until `finish` renames it.
 
-    def __init__(self, root: str | Path, name: str, *, kind: str = "fit"):
+    Use it as a context manager: `with RunDirectory(root, name, **manifest) as run:`.
+    The manifest fields given here (mutable values such as a timings dict are written
+    as they are at the end) go into `manifest.json` whether the run completes or not.
+    """
+
+    def __init__(self, root: str | Path, name: str, *, kind: str = "fit", **manifest):
         self.root = Path(root)
         self.name = name
         self.started = datetime.now()
@@ -128,12 +66,26 @@ class RunDirectory:
             "kind": kind,
             "name": name,
             "started": self.started.isoformat(timespec="seconds"),
+            **manifest,
         }
+        self.closed = False
         try:
             self._write("manifest.json", _to_json(self.manifest))
         except OutputError:
             shutil.rmtree(self.path, ignore_errors=True)  # nothing was made: leave nothing
             raise
+
+    def __enter__(self) -> RunDirectory:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """Finish on a clean exit, abandon on an exception (which then propagates)."""
+        if not self.closed:
+            if exc is None:
+                self.finish()
+            else:
+                self.abandon(exc)
+        return False
 
     def write_text(self, relative: str, text: str) -> Path:
         """Write a file of the run; refused once a signal arrived (the run is not finishing)."""
@@ -166,7 +118,8 @@ class RunDirectory:
         the sampler swallowed the signal and returned early. A run that cannot be
         completed (disk full, root gone read-only) is marked failed.
         """
-        with _uninterruptible():
+        with uninterruptible():
+            self.closed = True
             signame = interrupted()
             if signame is None:
                 try:
@@ -190,7 +143,8 @@ class RunDirectory:
         Never raises: it runs while another exception is on its way to the user. If even
         the rename fails, the run stays under its hidden name, which listing ignores.
         """
-        with _uninterruptible():
+        with uninterruptible():
+            self.closed = True
             interrupted_ = isinstance(exc, KeyboardInterrupt)
             status = "interrupted" if interrupted_ else "failed"
             try:
@@ -214,7 +168,7 @@ class RunDirectory:
                 self._rename(suffix=f".{status}")
             except Exception:  # noqa: BLE001 - stays hidden, never complete-looking
                 pass
-            _signals["abandoned"] = self.path
+            note_abandoned(self.path)
             return self.path
 
     def _check_signal(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hbreg.compare import (
+from hbreg.compare._all import (
     COMPARE_COLUMNS,
     ComparisonError,
     compare_runs,

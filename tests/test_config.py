@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hbreg.config import (
+from hbreg.config.load import (
     MAX_CONFIG_BYTES,
     apply_overrides,
     dump_config,

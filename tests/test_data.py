@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hbreg import data as data_module
 from hbreg.config import parse_config
+from hbreg.data import load as data_module
 from hbreg.data import load_frame, load_model_data, to_model_data
 from hbreg.errors import DataError
 

@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 
 from hbreg.config import DiagnosticsConfig
-from hbreg.diagnostics import _bfmi, _concentrations, diagnose, divergence_report
-from hbreg.summary import summarize
+from hbreg.stats.diagnostics import _concentrations, bfmi, diagnose, divergence_report
+from hbreg.stats.summary import summarize
 
 GROUPS = ["AITKIN", "ANOKA", "BECKER"]
 
@@ -145,7 +145,7 @@ def test_tree_depth_hits():
 # --------------------------------------------------------------------------- E-BFMI
 
 
-def test_bfmi_of_known_energy_series():
+def testbfmi_of_known_energy_series():
     """E-BFMI = sum (E_n - E_n-1)^2 / sum (E_n - mean E)^2 (Betancourt 2016; Stan; ArviZ 1.x
     `az.bfmi`). An alternating series gives 4 (n-1)/n, a ramp 12 / (n (n+1))."""
     import arviz as az
@@ -157,12 +157,12 @@ def test_bfmi_of_known_energy_series():
     post = make_posterior(2, n)
     diag = diagnose(post, make_stats(2, n, energy=energy), good_summary(post.data_vars), THRESHOLDS)
     expected = [4 * (n - 1) / n, 12 / (n * (n + 1))]
-    np.testing.assert_allclose(_bfmi(energy), expected, rtol=1e-12)
+    np.testing.assert_allclose(bfmi(energy), expected, rtol=1e-12)
     np.testing.assert_allclose(diag.bfmi_per_chain, expected, rtol=1e-12)
     np.testing.assert_allclose(diag.bfmi_per_chain, az.bfmi(energy), rtol=1e-12)
 
 
-def test_bfmi_flags_a_poor_chain():
+def testbfmi_flags_a_poor_chain():
     rng = np.random.default_rng(5)
     energy = rng.normal(100, 5, (4, 1000))
     energy[3] = 100 + np.cumsum(rng.normal(size=1000))  # a random walk: tiny E-BFMI

@@ -21,8 +21,8 @@ from hbreg.data import to_model_data
 from hbreg.errors import ConfigError
 from hbreg.inference import sample
 from hbreg.models import build_model, complete_posterior, resolve_parameterization
-from hbreg.pointwise import PPC_DRAWS, pointwise_groups
-from hbreg.summary import summarize
+from hbreg.models.pointwise import PPC_DRAWS, pointwise_groups
+from hbreg.stats.summary import summarize
 
 # --------------------------------------------------------------------------- helpers
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hbreg import plots
-from hbreg.plots import PLOT_KINDS, plot_forest, plot_pair, plot_ppc, plot_trace, save_plots
+from hbreg.plots import fit as plots
+from hbreg.plots.fit import PLOT_KINDS, plot_forest, plot_pair, plot_ppc, plot_trace, save_plots
 
 COUNTIES = ["AITKIN", "ANOKA", "BECKER", "BELTRAMI", "BENTON", "BIG STONE", "BLUE EARTH", "BROWN"]
 N_CHAINS, N_DRAWS, N_OBS = 2, 100, 60

@@ -290,7 +290,7 @@ def test_exception_while_plotting_marks_the_run_failed(
     def broken_plots(*args, **kwargs):
         raise ValueError("cannot draw")
 
-    monkeypatch.setattr("hbreg.plots.save_plots", broken_plots)
+    monkeypatch.setattr("hbreg.plots.fit.save_plots", broken_plots)
     radon_hier_config["sampler"] = dict(TINY)
     config = {
         **radon_hier_config,

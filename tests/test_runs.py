@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from hbreg import runs
+from hbreg import signals as hbreg_signals
 from hbreg.errors import OutputError
-from hbreg.runs import Interrupted, RunDirectory, handle_sigterm, list_runs, load_run
+from hbreg.runs import RunDirectory, list_runs, load_run
+from hbreg.signals import Interrupted, handle_sigterm
 
 FROZEN = datetime(2026, 1, 2, 3, 4, 5)
 
@@ -28,7 +30,7 @@ def signals():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
-    runs._signals.update(signal=None, critical=0, abandoned=None)
+    hbreg_signals._signals.update(signal=None, critical=0, abandoned=None)
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_abandoned_run_is_marked_with_its_error(tmp_path, exc, status):
     manifest = load_run(path).manifest
     assert manifest["status"] == status and manifest["seed"] == 1
     assert "Traceback" in (path / "error.log").read_text()
-    assert runs.last_abandoned() == path
+    assert hbreg_signals.last_abandoned() == path
     [info] = list_runs(tmp_path)
     assert not info.complete and info.status == status
 
@@ -131,7 +133,7 @@ def test_signal_swallowed_by_the_sampler_still_blocks_finish(tmp_path, signals):
         time.sleep(1)
     except KeyboardInterrupt:
         pass
-    assert runs.interrupted() == "SIGTERM"
+    assert hbreg_signals.interrupted() == "SIGTERM"
     with pytest.raises(Interrupted, match="SIGTERM"):
         run.write_text("summary.csv", "")
     with pytest.raises(Interrupted, match="stopped by SIGTERM"):
@@ -141,16 +143,16 @@ def test_signal_swallowed_by_the_sampler_still_blocks_finish(tmp_path, signals):
 
 
 def test_handle_sigterm_forgets_signals_of_an_earlier_command(signals):
-    runs._signals["signal"] = signal.SIGINT
+    hbreg_signals._signals["signal"] = signal.SIGINT
     handle_sigterm()
-    assert runs.interrupted() is None
+    assert hbreg_signals.interrupted() is None
 
 
 def test_ignored_sigint_stays_ignored(signals):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     handle_sigterm()
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    assert signal.getsignal(signal.SIGTERM) is runs._on_signal
+    assert signal.getsignal(signal.SIGTERM) is hbreg_signals._on_signal
 
 
 def test_signal_during_the_final_rename_does_not_cut_it_in_half(tmp_path, signals, monkeypatch):
@@ -281,7 +283,7 @@ def test_runs_command_ignores_a_killed_run(tmp_path, cli):
 
 
 def test_interrupted_passes_through_except_exception(tmp_path, signals):
-    runs._signals["signal"] = signal.SIGINT
+    hbreg_signals._signals["signal"] = signal.SIGINT
     run = RunDirectory(tmp_path, "exp")
     with pytest.raises(KeyboardInterrupt):
         try:  # e.g. a simulation recording a failed replicate and going on

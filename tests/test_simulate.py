@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from hbreg import simulate
-from hbreg.recovery import COVERAGE_COLUMNS, RECOVERY_COLUMNS, truth_for
-from hbreg.simulate import (
+from hbreg.simulate import _all as simulate
+from hbreg.simulate._all import (
     SimulatedData,
     fit_config,
     generate_data,
     parse_simulation,
     replicate_seeds,
 )
+from hbreg.simulate.recovery import COVERAGE_COLUMNS, RECOVERY_COLUMNS, truth_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO_GROUPS = ROOT / "configs" / "simulate_two_groups.yaml"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from hbreg.summary import _next_fast_len, summarize
+from hbreg.stats.summary import _next_fast_len, summarize
 
 COLUMNS = [
     "mean",
@@ -251,5 +251,7 @@ def test_fft_length_matches_scipy_fftpack():
 
 
 def test_importing_summary_does_not_import_arviz():
-    code = "import sys, hbreg.summary; sys.exit(any(m.startswith('arviz') for m in sys.modules))"
+    code = (
+        "import sys, hbreg.stats.summary; sys.exit(any(m.startswith('arviz') for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

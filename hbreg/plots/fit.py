@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hbreg._gc import gc_paused
+from hbreg.config.schema import PLOT_KINDS
+from hbreg.plots.common import figure, group, save, suptitle
+from hbreg.stats.diagnostics import bfmi
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -40,9 +43,6 @@ __all__ = [
     "plot_pair",
 ]
 
-PLOT_KINDS = ("posterior", "trace", "forest", "ppc", "energy", "pair")
-
-_DPI = 100
 _MAX_PER_VAR = 4  # entries of a non-scalar variable shown in the posterior and trace plots
 _MAX_FOREST_GROUPS = 100  # more rows than this are unreadable: show an evenly spaced subset
 _PPC_DRAWS = 50
@@ -110,8 +110,8 @@ def save_plots(
             f"must be in {{{', '.join(PLOT_KINDS)}}}"
         )
     out_dir = Path(out_dir)
-    posterior = _group(idata, "posterior")
-    sample_stats = _group(idata, "sample_stats")
+    posterior = group(idata, "posterior")
+    sample_stats = group(idata, "sample_stats")
     makers = {
         "posterior": lambda: plot_posterior(idata, var_names=population_vars),
         "trace": lambda: plot_trace(idata, var_names=population_vars, group_dim=group_dim),
@@ -133,12 +133,7 @@ def save_plots(
         for kind in dict.fromkeys(kinds):  # drop repeats, keep order
             if not available[kind]:
                 continue
-            fig = makers[kind]()
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = out_dir / f"{kind}.png"
-            fig.savefig(path, dpi=_DPI)
-            fig.clear()
-            written.append(path)
+            written.append(save(makers[kind](), out_dir / f"{kind}.png"))
     return written
 
 
@@ -154,7 +149,7 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
     items = _expand(_posterior(idata), var_names, group_dim, _MAX_PER_VAR)
     ncols = min(3, len(items))
     nrows = -(-len(items) // ncols)
-    fig = _figure(
+    fig = figure(
         max(3.4 * ncols, 5.6),
         0.5 + 2.4 * nrows,
         left=0.2,
@@ -182,7 +177,7 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
         ax.tick_params(labelsize=8)
     for ax in axes.flat[len(items) :]:
         ax.set_axis_off()
-    _suptitle(fig, "Posterior distributions of the population-level parameters")
+    suptitle(fig, "Posterior distributions of the population-level parameters")
     fig.supxlabel("parameter value (bars: 50% and 90% intervals, dot: mean)", fontsize=9)
     return fig
 
@@ -197,7 +192,7 @@ def plot_trace(idata: Any, *, var_names: Sequence[str], group_dim: str | None = 
     items = _expand(_posterior(idata), var_names, group_dim, _MAX_PER_VAR)
     diverging = _diverging(idata, items[0][1].shape)
     nrows = len(items)
-    fig = _figure(
+    fig = figure(
         11, 1.1 + 1.6 * nrows, left=0.85, right=0.2, top=0.65, bottom=0.5, wspace=0.17, hspace=0.12
     )
     axes = fig.subplots(nrows, 2, squeeze=False, width_ratios=[2.2, 1], sharex="col")
@@ -218,7 +213,7 @@ def plot_trace(idata: Any, *, var_names: Sequence[str], group_dim: str | None = 
     axes[-1, 1].set_xlabel("rank of draw among all chains", fontsize=9)
     axes[0, 0].set_title("Trace per chain (divergent draws marked red below)", fontsize=10)
     axes[0, 1].set_title("Rank histogram per chain (flat = well mixed)", fontsize=10)
-    _suptitle(fig, "Traces and rank plots")
+    suptitle(fig, "Traces and rank plots")
     return fig
 
 
@@ -267,7 +262,7 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
     fontsize = 9 if n_groups <= 30 else 7 if n_groups <= 60 else 6
     height = max(3.0, 1.3 + 0.135 * n_groups)
     label_width = 0.55 + max(map(len, labels)) * fontsize * 0.62 / 72
-    fig = _figure(
+    fig = figure(
         label_width + 0.3 + 2.9 * len(columns),
         height,
         left=label_width,
@@ -295,7 +290,7 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
     axes[0].set_yticks(y, labels, fontsize=fontsize)
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
-    _suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals{subset})")
+    suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals{subset})")
     fig.supxlabel("coefficient value (dot: posterior median)", fontsize=9)
     return fig
 
@@ -310,9 +305,9 @@ def plot_ppc(idata: Any, *, outcome: str) -> Figure:
         raise ValueError(
             f"no posterior predictive and observed data for {outcome!r} in this InferenceData"
         )
-    observed = np.asarray(_group(idata, "observed_data")[outcome].values, dtype=float).ravel()
+    observed = np.asarray(group(idata, "observed_data")[outcome].values, dtype=float).ravel()
     observed = observed[np.isfinite(observed)]
-    predictive = _group(idata, "posterior_predictive")[outcome]
+    predictive = group(idata, "posterior_predictive")[outcome]
     predictive = predictive.transpose("chain", "draw", ...)
     n_samples = predictive.shape[0] * predictive.shape[1]
     flat = predictive.values.reshape(n_samples, -1)
@@ -320,7 +315,7 @@ def plot_ppc(idata: Any, *, outcome: str) -> Figure:
     # Each replicated density needs only its shape: 100k observations are plenty.
     columns = np.linspace(0, flat.shape[1] - 1, min(flat.shape[1], _PPC_MAX_OBS)).astype(int)
     replicated = flat[np.ix_(pick, columns)].astype(float)
-    fig = _figure(7.5, 4.3, left=0.75, right=0.2, top=0.4, bottom=0.55)
+    fig = figure(7.5, 4.3, left=0.75, right=0.2, top=0.4, bottom=0.55)
     ax = fig.subplots()
     discrete = _is_discrete(observed)
     if discrete:
@@ -369,16 +364,16 @@ def plot_energy(idata: Any) -> Figure:
     When the transition distribution is much narrower than the marginal one (E-BFMI below 0.3)
     the sampler explores the tails poorly, typically because of a funnel.
     """
-    sample_stats = _group(idata, "sample_stats")
+    sample_stats = group(idata, "sample_stats")
     if sample_stats is None or "energy" not in sample_stats.data_vars:
         raise ValueError("this InferenceData has no sample_stats.energy")
     energy = np.asarray(sample_stats["energy"].transpose("chain", "draw").values, dtype=float)
-    bfmi = _bfmi(energy)
+    per_chain = bfmi(energy)
     marginal = (energy - energy.mean(axis=1, keepdims=True)).ravel()
     transition = np.diff(energy, axis=1).ravel()
     lo = min(marginal.min(), transition.min())
     hi = max(marginal.max(), transition.max())
-    fig = _figure(7.5, 4.3, left=0.3, right=0.2, top=0.4, bottom=0.55)
+    fig = figure(7.5, 4.3, left=0.3, right=0.2, top=0.4, bottom=0.55)
     ax = fig.subplots()
     handles = []
     for values, color, name in (
@@ -391,7 +386,7 @@ def plot_energy(idata: Any) -> Figure:
         handles.append(line)
     from matplotlib.patches import Patch
 
-    for chain, value in enumerate(bfmi):
+    for chain, value in enumerate(per_chain):
         flag = "  (low: < 0.3)" if value < 0.3 else ""
         handles.append(Patch(color="none", label=f"E-BFMI chain {chain}: {value:.2f}{flag}"))
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper right")
@@ -416,7 +411,7 @@ def plot_pair(idata: Any, *, var_names: Sequence[str], group_dim: str | None = N
     n_div = int(mask.sum())
     n = len(items)
     size = max(min(2.4, 9.0 / n) * n + 0.8, 3.6)
-    fig = _figure(size, size, left=0.85, right=0.15, top=0.45, bottom=0.6, wspace=0.08, hspace=0.08)
+    fig = figure(size, size, left=0.85, right=0.15, top=0.45, bottom=0.6, wspace=0.08, hspace=0.08)
     grid = fig.add_gridspec(n, n)
     axes = np.empty((n, n), dtype=object)  # lower triangle only: empty axes cost time too
     for j in range(n):
@@ -453,70 +448,23 @@ def plot_pair(idata: Any, *, var_names: Sequence[str], group_dim: str | None = N
             if j == 0 and i > 0:
                 ax.set_ylabel(labels[i], fontsize=9)
     title = f"Pair plot ({n_div} divergent draws in red)" if n_div else "Pair plot (no divergences)"
-    _suptitle(fig, title)
+    suptitle(fig, title)
     return fig
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _figure(
-    width: float,
-    height: float,
-    *,
-    left: float,
-    right: float,
-    top: float,
-    bottom: float,
-    wspace: float = 0.2,
-    hspace: float = 0.2,
-) -> Figure:
-    """A Figure on the Agg canvas, not registered with pyplot (nothing to close, no display).
-
-    Margins are in inches, so they hold whatever the figure size; they are fixed by hand
-    because matplotlib's constrained layout costs 0.1-0.2 s per figure.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=_DPI)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(
-        left=left / width,
-        right=1 - right / width,
-        top=1 - top / height,
-        bottom=bottom / height,
-        wspace=wspace,
-        hspace=hspace,
-    )
-    return fig
-
-
-def _suptitle(fig: Figure, text: str) -> None:
-    """The figure title, a fixed distance below the top edge whatever the figure height."""
-    fig.suptitle(text, fontsize=11, y=1 - 0.1 / fig.get_figheight(), va="top")
-
-
-def _group(idata: Any, name: str) -> Any:
-    """The Dataset of group `name`, or None when the InferenceData lacks it or it is empty."""
-    try:
-        node = idata[name]
-    except KeyError:
-        return None
-    dataset = node.to_dataset() if hasattr(node, "to_dataset") else node
-    return dataset if len(dataset.data_vars) else None
-
-
 def _posterior(idata: Any) -> Any:
-    posterior = _group(idata, "posterior")
+    posterior = group(idata, "posterior")
     if posterior is None:
         raise ValueError("this InferenceData has no posterior group")
     return posterior
 
 
 def _has_ppc(idata: Any, outcome: str) -> bool:
-    predictive = _group(idata, "posterior_predictive")
-    observed = _group(idata, "observed_data")
+    predictive = group(idata, "posterior_predictive")
+    observed = group(idata, "observed_data")
     return (
         predictive is not None
         and observed is not None
@@ -583,7 +531,7 @@ def _expand(
 
 def _diverging(idata: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     """Boolean (chain, draw) mask of divergent draws, or None when unknown or misaligned."""
-    sample_stats = _group(idata, "sample_stats")
+    sample_stats = group(idata, "sample_stats")
     if sample_stats is None or "diverging" not in sample_stats.data_vars:
         return None
     mask = np.asarray(sample_stats["diverging"].transpose("chain", "draw").values, dtype=bool)
@@ -594,11 +542,6 @@ def _scalar_mean(post: Any, name: str) -> float | None:
     if name not in post.data_vars or set(post[name].dims) - {"chain", "draw"}:
         return None
     return float(post[name].mean())
-
-
-def _bfmi(energy: np.ndarray) -> np.ndarray:
-    """E-BFMI per chain: mean squared energy transition over the variance of the energy."""
-    return np.square(np.diff(energy, axis=1)).mean(axis=1) / energy.var(axis=1)
 
 
 def _is_discrete(x: np.ndarray) -> bool:

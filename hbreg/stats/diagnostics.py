@@ -14,7 +14,7 @@ import pandas as pd
 
 from hbreg.config import DiagnosticsConfig
 
-__all__ = ["Diagnostics", "diagnose", "divergence_report"]
+__all__ = ["Diagnostics", "bfmi", "diagnose", "divergence_report"]
 
 
 @dataclass
@@ -56,7 +56,7 @@ def diagnose(posterior, sample_stats, summary: pd.DataFrame, thresholds: Diagnos
         if ("reached_max_treedepth" in sample_stats)
         else np.zeros_like(diverging)
     )
-    bfmi = _bfmi(sample_stats["energy"].values) if "energy" in sample_stats else []
+    bfmi_values = bfmi(sample_stats["energy"].values) if "energy" in sample_stats else []
     r_hat = summary["r_hat"].fillna(1.0)
     ess_bulk, ess_tail = summary["ess_bulk"].fillna(np.inf), summary["ess_tail"].fillna(np.inf)
     result = Diagnostics(
@@ -65,7 +65,7 @@ def diagnose(posterior, sample_stats, summary: pd.DataFrame, thresholds: Diagnos
         draws_per_chain=int(diverging.shape[1]),
         tree_depth_hits=int(hits.sum()),
         tree_depth_fraction=float(hits.mean()),
-        bfmi_per_chain=[float(b) for b in bfmi],
+        bfmi_per_chain=[float(b) for b in bfmi_values],
         worst_r_hat=float(r_hat.max()),
         worst_r_hat_parameter=str(r_hat.idxmax()),
         lowest_ess_bulk=float(ess_bulk.min()),
@@ -111,7 +111,7 @@ def diagnose(posterior, sample_stats, summary: pd.DataFrame, thresholds: Diagnos
     return result
 
 
-def _bfmi(energy: np.ndarray) -> np.ndarray:
+def bfmi(energy: np.ndarray) -> np.ndarray:
     """Energy Bayesian fraction of missing information, one value per chain."""
     return np.square(np.diff(energy, axis=1)).mean(axis=1) / energy.var(axis=1, ddof=1)
 

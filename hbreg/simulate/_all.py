@@ -44,16 +44,16 @@ from hbreg.config import (
     read_yaml_mapping,
     varying_names,
 )
-from hbreg.config import _describe as _describe_fit_error
+from hbreg.config.load import describe_error
 from hbreg.errors import ConfigError, SamplingError
-from hbreg.recovery import (
+from hbreg.runs import RunDirectory
+from hbreg.simulate.recovery import (
     SimulationResult,
     assemble_results,
     recover,
     render_recovery,
     truth_for,
 )
-from hbreg.runs import RunDirectory
 
 __all__ = [
     "SimulationConfig",
@@ -304,7 +304,7 @@ def _describe(err: dict) -> str:
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return f"{where}: unknown key '{loc[-1]}'.{hint} Allowed: {', '.join(allowed)}"
-    return _describe_fit_error(err)
+    return describe_error(err, Config)
 
 
 def _fields_at(loc) -> list[str]:
@@ -437,7 +437,7 @@ def _truth_problems(spec: SimulationConfig, coefs: list[str]) -> list[str]:
             "truth gives coefficients per group"
         )
     if truth == "prior":
-        from hbreg.priors import DISTRIBUTIONS
+        from hbreg.config.priors import DISTRIBUTIONS
 
         unknown = sorted(set(DISTRIBUTIONS) - set(_PRIOR_DRAWS))
         if unknown:  # a distribution added to priors.py without a sampler here
@@ -502,7 +502,7 @@ def fit_config(
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe_fit_error(err) for err in exc.errors()]
+        lines = [describe_error(err, Config) for err in exc.errors()]
         raise ConfigError("invalid experiment:\n  " + "\n  ".join(lines)) from None
 
 

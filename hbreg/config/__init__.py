@@ -1,0 +1,45 @@
+"""Experiment configs: the schema, strict loading with `--set`, and priors."""
+
+from hbreg.config.load import (
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_config,
+    read_yaml_mapping,
+    validate_mapping,
+)
+from hbreg.config.schema import (
+    PLOT_KINDS,
+    Config,
+    DataConfig,
+    DiagnosticsConfig,
+    ModelConfig,
+    OutputConfig,
+    PriorsConfig,
+    SamplerConfig,
+    coefficient_names,
+    parameter_names,
+    prior_for,
+    varying_names,
+)
+
+__all__ = [
+    "PLOT_KINDS",
+    "Config",
+    "DataConfig",
+    "DiagnosticsConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "PriorsConfig",
+    "SamplerConfig",
+    "apply_overrides",
+    "coefficient_names",
+    "dump_config",
+    "load_config",
+    "parameter_names",
+    "parse_config",
+    "prior_for",
+    "read_yaml_mapping",
+    "validate_mapping",
+    "varying_names",
+]

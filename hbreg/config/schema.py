@@ -1,0 +1,280 @@
+"""The experiment schema: pydantic models with every default, and the names they imply.
+
+Loading, `--set` overrides and error text live in `hbreg.config.load`, shared by every
+command; this module only says what a valid experiment is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hbreg.config.priors import PriorProblem, check_prior
+from hbreg.names import (
+    RESIDUAL_SD,
+    clashes,
+    group_predictor_effect,
+    group_sd,
+    population_mean,
+)
+
+__all__ = [
+    "PLOT_KINDS",
+    "Config",
+    "coefficient_names",
+    "name_clashes",
+    "parameter_names",
+    "prior_for",
+    "varying_names",
+]
+
+PLOT_KINDS = ("posterior", "trace", "forest", "ppc", "energy", "pair")
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _number_annotation(annotation) -> bool:
+    if annotation in (int, float):
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_number_annotation(a) for a in typing.get_args(annotation))
+    return False
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info):
+        # pydantic reads `draws: yes` as 1; a number written as true/false is a mistake
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and _number_annotation(annotation):
+            raise ValueError(f"must be a number, got {str(value).lower()}")
+        return value
+
+
+class DataConfig(_Section):
+    """Where the rows come from and which columns play which role."""
+
+    dataset: str | None = None
+    path: str | None = None
+    outcome: str
+    predictors: list[str] = []
+    group: str | None = None
+    group_predictors: list[str] = []
+    missing: Literal["error", "drop"] = "error"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of data.dataset (a built-in name) or data.path")
+        used = [self.outcome, *self.predictors, *self.group_predictors]
+        if self.group is not None:
+            used.append(self.group)
+        repeated = sorted({c for c in used if used.count(c) > 1})
+        if repeated:
+            raise ValueError(f"column(s) {repeated} used in more than one role")
+        return self
+
+
+class ModelConfig(_Section):
+    """Pooling strategy, which coefficients vary by group, and how to sample them."""
+
+    pooling: Literal["pooled", "unpooled", "hierarchical"] = "hierarchical"
+    intercept: bool = True
+    varying: list[str] | None = None
+    group_predictors_for: list[str] = ["intercept"]
+    parameterization: Literal["auto", "marginal", "centered", "noncentered"] = "auto"
+    family: Literal["gaussian"] = "gaussian"
+
+
+def _prior(**spec) -> dict:
+    return Field(default_factory=lambda: dict(spec))
+
+
+class PriorsConfig(_Section):
+    """Default priors per role, and overrides per parameter name."""
+
+    coefficient: dict[str, Any] = _prior(dist="Normal", mu=0, sigma=10)
+    group_sd: dict[str, Any] = _prior(dist="HalfCauchy", beta=5)
+    sigma: dict[str, Any] = _prior(dist="HalfCauchy", beta=5)
+    overrides: dict[str, dict[str, Any]] = {}
+
+    @field_validator("coefficient")
+    @classmethod
+    def _real_prior(cls, spec):
+        return _checked(spec, positive=False)
+
+    @field_validator("group_sd", "sigma")
+    @classmethod
+    def _scale_prior(cls, spec):
+        return _checked(spec, positive=True)
+
+
+def _checked(spec: dict, *, positive: bool) -> dict:
+    try:
+        check_prior(spec, positive=positive)
+    except PriorProblem as exc:
+        raise ValueError(str(exc)) from None
+    return spec
+
+
+class SamplerConfig(_Section):
+    """NUTS settings; `seed` is drawn once and saved when not given, so runs can be repeated."""
+
+    draws: int = Field(1000, ge=1)
+    tune: int = Field(1000, ge=0)
+    chains: int = Field(4, ge=1, le=64)
+    cores: int | None = Field(None, ge=1)
+    target_accept: float = Field(0.8, gt=0, lt=1)
+    max_tree_depth: int = Field(10, ge=1, le=20)
+    seed: int | None = Field(None, ge=0, lt=2**32)
+    backend: Literal["auto", "nutpie", "pymc", "numpyro"] = "auto"
+
+
+class DiagnosticsConfig(_Section):
+    """Thresholds for the pass/fail verdict (and `--strict`)."""
+
+    max_r_hat: float = Field(1.01, gt=1)
+    min_ess_bulk: float = Field(400, ge=0)
+    min_ess_tail: float = Field(400, ge=0)
+    max_divergences: int = Field(0, ge=0)
+    min_bfmi: float = Field(0.3, ge=0)
+    max_tree_depth_fraction: float = Field(0.01, ge=0, le=1)
+
+
+class OutputConfig(_Section):
+    """Where runs go and what is written."""
+
+    root: str = "outputs"
+    plots: list[Literal[PLOT_KINDS]] = list(PLOT_KINDS)
+    pointwise_limit: int = Field(25_000_000, ge=0)
+
+
+class Config(_Section):
+    """One experiment: the whole YAML file."""
+
+    name: str = Field(max_length=100)
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    priors: PriorsConfig = PriorsConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_directory_name(cls, name):
+        if not re.fullmatch(_NAME_PATTERN, name):
+            raise ValueError(
+                f"'{name}' must start with a letter or digit and hold only letters, digits, "
+                "'_', '.' and '-' (it names the run directory)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        coefs = coefficient_names(self)
+        if not coefs:
+            raise ValueError(
+                "the model has no coefficients: set model.intercept or data.predictors"
+            )
+        if self.model.pooling != "pooled" and self.data.group is None:
+            raise ValueError(f"model.pooling '{self.model.pooling}' needs data.group")
+        bad = [c for c in self.model.varying or [] if c not in coefs]
+        if bad:
+            raise ValueError(f"model.varying lists {bad}; coefficients are {coefs}")
+        if self.data.group_predictors and self.model.pooling != "hierarchical":
+            raise ValueError("data.group_predictors need model.pooling 'hierarchical'")
+        if self.data.group_predictors:
+            varying = varying_names(self)
+            bad = [c for c in self.model.group_predictors_for if c not in varying]
+            if bad:
+                raise ValueError(
+                    f"model.group_predictors_for lists {bad}; group predictors shift the means "
+                    f"of varying coefficients, here {varying}"
+                )
+        problems = name_clashes(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        names = parameter_names(self)
+        for pname, spec in self.priors.overrides.items():
+            if pname not in names:
+                close = difflib.get_close_matches(pname, names, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                problems.append(
+                    f"priors.overrides: no parameter '{pname}'.{hint} "
+                    f"Parameters: {', '.join(names)}"
+                )
+                continue
+            try:
+                check_prior(spec, positive=names[pname] == "scale")
+            except PriorProblem as exc:
+                problems.append(f"priors.overrides -> {pname}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def coefficient_names(config: Config) -> list[str]:
+    """Regression coefficients in design-matrix order: `intercept` first, then predictors."""
+    return (["intercept"] if config.model.intercept else []) + list(config.data.predictors)
+
+
+def varying_names(config: Config) -> list[str]:
+    """Coefficients that take one value per group (none for pooled models)."""
+    if config.model.pooling == "pooled":
+        return []
+    coefs = coefficient_names(config)
+    chosen = config.model.varying
+    return coefs if chosen is None else [c for c in coefs if c in chosen]
+
+
+def parameter_names(config: Config) -> dict[str, str]:
+    """Sampled parameter names -> role ('coefficient' or 'scale'), as named in the posterior."""
+    varying = varying_names(config)
+    names: dict[str, str] = {}
+    for coef in coefficient_names(config):
+        if coef in varying and config.model.pooling == "hierarchical":
+            names[population_mean(coef)] = "coefficient"
+            names[group_sd(coef)] = "scale"
+            for gp in _group_predictors_of(config, coef):
+                names[group_predictor_effect(coef, gp)] = "coefficient"
+        else:
+            names[coef] = "coefficient"
+    names[RESIDUAL_SD] = "scale"
+    return names
+
+
+def _group_predictors_of(config: Config, coef: str) -> list[str]:
+    if coef in config.model.group_predictors_for:
+        return list(config.data.group_predictors)
+    return []
+
+
+def name_clashes(config: Config) -> list[str]:
+    """Columns whose names would collide with a posterior name (see `hbreg.names`)."""
+    hierarchical = varying_names(config) if config.model.pooling == "hierarchical" else []
+    return clashes(
+        outcome=config.data.outcome,
+        intercept=config.model.intercept,
+        predictors=list(config.data.predictors),
+        group=config.data.group,
+        hierarchical=hierarchical,
+        group_predictors={c: _group_predictors_of(config, c) for c in hierarchical},
+    )
+
+
+def prior_for(config: Config, name: str) -> dict:
+    """The prior of parameter `name`: its override, else the default for its role."""
+    if name in config.priors.overrides:
+        return config.priors.overrides[name]
+    role = parameter_names(config)[name]
+    if name == RESIDUAL_SD:
+        return config.priors.sigma
+    return config.priors.group_sd if role == "scale" else config.priors.coefficient

@@ -1,0 +1,154 @@
+"""Every name in the posterior is made, parsed and reserved here, and nowhere else.
+
+The names are a contract (README, "Names in the posterior"): a coefficient is named
+after its predictor and the constant is `intercept`; a hierarchical coefficient has a
+population mean `mu_<coef>`, a between-group sd `sigma_<coef>` and, for each
+group-level predictor that shifts its mean, `gamma_<coef>_<predictor>`; the residual
+sd is `sigma`. Builders add internal variables (`<coef>_offset`, `<name>_signed`) that
+are dropped before the posterior is stored. Because the names are built from column
+names, a column can collide with one of them; `clashes` finds those collisions so the
+config is refused before anything is sampled or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "INTERCEPT",
+    "RESIDUAL_SD",
+    "SAMPLE_DIMS",
+    "ParsedName",
+    "clashes",
+    "group_predictor_effect",
+    "group_sd",
+    "internal_names",
+    "offset",
+    "parse",
+    "population_mean",
+    "signed",
+]
+
+INTERCEPT = "intercept"
+RESIDUAL_SD = "sigma"
+SAMPLE_DIMS = ("chain", "draw")
+_RESERVED_DIMS = (*SAMPLE_DIMS, "obs")
+
+
+def population_mean(coef: str) -> str:
+    """`mu_<coef>`: the population mean of a hierarchical coefficient."""
+    return f"mu_{coef}"
+
+
+def group_sd(coef: str) -> str:
+    """`sigma_<coef>`: the between-group sd of a hierarchical coefficient."""
+    return f"sigma_{coef}"
+
+
+def group_predictor_effect(coef: str, predictor: str) -> str:
+    """`gamma_<coef>_<predictor>`: how a group-level predictor shifts `mu_<coef>`."""
+    return f"gamma_{coef}_{predictor}"
+
+
+def offset(coef: str) -> str:
+    """Internal standard-normal offsets of a non-centered coefficient (never stored)."""
+    return f"{coef}_offset"
+
+
+def signed(name: str) -> str:
+    """Internal signed version of a group scale sampled by the marginal model (never stored)."""
+    return f"{name}_signed"
+
+
+def internal_names(coefficients: Iterable[str], parameters: Iterable[str]) -> list[str]:
+    """Every internal variable a builder may create for these coefficients and parameters."""
+    return [offset(c) for c in coefficients] + [signed(p) for p in parameters]
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    """What a posterior name stands for: its kind and the coefficient it belongs to."""
+
+    kind: str  # "coefficient" | "population_mean" | "group_sd" | "group_effect" | "residual_sd"
+    coef: str | None = None
+    predictor: str | None = None
+
+
+def parse(name: str, coefficients: Iterable[str], group_predictors: Iterable[str] = ()):
+    """Read a posterior name back, knowing the model's coefficients (names can contain `_`).
+
+    Returns None for a name that is none of hbreg's.
+    """
+    coefficients = list(coefficients)
+    if name == RESIDUAL_SD:
+        return ParsedName("residual_sd")
+    for coef in coefficients:
+        if name == coef:
+            return ParsedName("coefficient", coef)
+        if name == population_mean(coef):
+            return ParsedName("population_mean", coef)
+        if name == group_sd(coef):
+            return ParsedName("group_sd", coef)
+        for predictor in group_predictors:
+            if name == group_predictor_effect(coef, predictor):
+                return ParsedName("group_effect", coef, predictor)
+    return None
+
+
+def clashes(
+    *,
+    outcome: str,
+    intercept: bool,
+    predictors: list[str],
+    group: str | None,
+    hierarchical: list[str],
+    group_predictors: Mapping[str, list[str]],
+) -> list[str]:
+    """Names that two things of the model would share, each with what to do.
+
+    Everything that gets a name in the model is listed with where it comes from: the
+    constant, each predictor's coefficient, the hierarchical parameters of the
+    coefficients in `hierarchical` (with `group_predictors[coef]` shifting their means),
+    the residual sd, internal variables, the outcome and the group dimension. A name
+    listed twice is a clash that would otherwise surface as a KeyError mid-fit or as a
+    coefficient silently duplicated.
+    """
+    entries: list[tuple[str, str]] = []
+    if intercept:
+        entries.append((INTERCEPT, "the constant (model.intercept)"))
+    entries += [(p, f"the coefficient of column '{p}' (data.predictors)") for p in predictors]
+    scales = [RESIDUAL_SD]
+    for coef in hierarchical:
+        entries.append((population_mean(coef), f"the population mean of '{coef}'"))
+        entries.append((group_sd(coef), f"the between-group sd of '{coef}'"))
+        scales.append(group_sd(coef))
+        for predictor in group_predictors.get(coef, []):
+            entries.append(
+                (
+                    group_predictor_effect(coef, predictor),
+                    f"the effect of '{predictor}' on '{coef}'",
+                )
+            )
+    entries.append((RESIDUAL_SD, "the residual sd"))
+    coefficients = ([INTERCEPT] if intercept else []) + list(predictors)
+    entries += [
+        (n, "an internal variable of the model") for n in internal_names(coefficients, scales)
+    ]
+    entries.append((outcome, "the outcome column (data.outcome)"))
+    if group is not None:
+        entries.append((group, "the group column (data.group)"))
+        entries += [(dim, f"the '{dim}' dimension of the posterior") for dim in _RESERVED_DIMS]
+    first: dict[str, str] = {}
+    problems = []
+    for name, origin in entries:
+        if name not in first:
+            first[name] = origin
+            continue
+        if first[name] == origin:
+            continue  # one clash upstream (a column named `intercept`) repeats downstream
+        problems.append(
+            f"'{name}' would name both {first[name]} and {origin}; rename the column"
+            + (" or set model.intercept: false" if name == INTERCEPT else "")
+        )
+    return problems

@@ -1,0 +1,1 @@
+"""Figures: those of a fit run, and the helpers every command's figures share."""

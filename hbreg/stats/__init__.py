@@ -1,0 +1,1 @@
+"""Posterior statistics: the vectorized summary and the sampler diagnostics."""
