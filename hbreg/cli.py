@@ -121,11 +121,12 @@ def fit(
     from hbreg.config import load_config
     from hbreg.fit import fit as run_fit
     from hbreg.fit import prepare
-    from hbreg.report import fit_progress, print_fit
+    from hbreg.report import fit_progress, print_design_checks, print_fit
     from hbreg.signals import handle_sigterm
 
     handle_sigterm()
     cfg, data = prepare(load_config(config, overrides or []))
+    print_design_checks(console, data.design_checks)
     with fit_progress(console, cfg) as progress:
         result = run_fit(cfg, command=shlex.join(sys.argv), progress=progress, prepared=data)
     print_fit(console, result)
@@ -142,6 +143,7 @@ def validate(
     """Check a config and its data without sampling."""
     from hbreg.config import load_config
     from hbreg.fit import prepare
+    from hbreg.report import print_design_checks
 
     cfg, data = prepare(load_config(config, overrides or []))
     groups = f", {data.n_groups} groups of '{data.group_dim}'" if data.group_dim else ""
@@ -151,6 +153,7 @@ def validate(
     )
     for note in data.notes:
         console.print(f"note: {note}")
+    print_design_checks(console, data.design_checks)
 
 
 @app.command()

@@ -10,7 +10,7 @@ import hashlib
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -43,12 +43,17 @@ class FitResult:
     backend: str
     timings: dict[str, float]
     notes: list[str]
+    design_checks: list = field(default_factory=list)
 
 
 def prepare(config: Config) -> tuple[Config, ModelData]:
-    """Validate everything that needs no sampling; fill in the seed so the run can be repeated."""
+    """Validate everything that needs no sampling; fill in the seed so the run can be repeated.
+
+    The data come back with their design checks (`hbreg.data.checks`) for the terminal
+    and the manifest.
+    """
     resolve_backend(config.sampler.backend)
-    data = load_model_data(config)
+    data = _with_design_checks(config, load_model_data(config))
     from hbreg.models import resolve_parameterization
 
     resolve_parameterization(config)
@@ -75,7 +80,7 @@ def fit(
     start = time.perf_counter()
     if prepared is None:
         config, prepared = prepare(config)
-    data = prepared
+    data = _with_design_checks(config, prepared)
     timings["load"] = elapsed(start)
     with RunDirectory(
         root or config.output.root,
@@ -87,6 +92,14 @@ def fit(
             result = _fit_into(run, config, data, timings, progress)
         result.path = run.finish(**_manifest_outcome(result))
     return result
+
+
+def _with_design_checks(config: Config, data: ModelData) -> ModelData:
+    if data.design_checks is not None:
+        return data
+    from hbreg.data.checks import check_design
+
+    return replace(data, design_checks=check_design(config, data))
 
 
 def _fit_into(run, config, data, timings, progress) -> FitResult:
@@ -143,6 +156,7 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
         backend=sampled.backend,
         timings=timings,
         notes=notes,
+        design_checks=list(data.design_checks or []),
     )
 
 
@@ -193,6 +207,7 @@ def _manifest_base(config: Config, data: ModelData, command: str) -> dict:
             "groups": data.n_groups,
             "group": data.group_dim,
         },
+        "design_checks": [check.to_dict() for check in data.design_checks or []],
         "argv": sys.argv,
     }
 

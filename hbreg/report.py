@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["fit_progress", "print_fit", "print_runs"]
+__all__ = ["fit_progress", "print_design_checks", "print_fit", "print_runs"]
 
 
 @contextmanager
@@ -73,9 +73,21 @@ def print_fit(console: Console, result) -> None:
         console.print(f"  [red]-[/] {failure}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
+    print_design_checks(console, result.design_checks, only_warnings=True)
     t = result.timings
     console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()), highlight=False)
     console.print(f"run directory: [bold]{result.path}[/]", highlight=False, soft_wrap=True)
+
+
+def print_design_checks(console: Console, checks, *, only_warnings: bool = False) -> None:
+    """Design warnings (yellow) and notes, one paragraph each (see `hbreg.data.checks`)."""
+    from rich.markup import escape
+
+    for check in checks or []:
+        if check.level == "warning":
+            console.print(f"[bold yellow]warning:[/] {escape(check.message)}", highlight=False)
+        elif not only_warnings:
+            console.print(f"note: {escape(check.message)}", highlight=False)
 
 
 def print_runs(console: Console, runs) -> None:

@@ -44,6 +44,7 @@ class ModelData:
     group_predictor_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    design_checks: list | None = None  # hbreg.data.checks.DesignCheck, filled by fit.prepare
 
     @property
     def n_groups(self) -> int:
@@ -328,13 +329,7 @@ def _encode_groups(frame: pd.DataFrame, config: Config, source: str, notes: list
             f"{source}: group column '{spec.group}' has {n_groups} group; "
             f"{config.model.pooling} models need at least 2 (or use model.pooling: pooled)"
         )
-    sizes = np.bincount(codes, minlength=n_groups)
-    singletons = int((sizes == 1).sum())
-    if singletons and config.model.pooling != "pooled":
-        notes.append(
-            f"{singletons} of {n_groups} groups have a single row; their varying slopes are "
-            "informed by the prior (hierarchical: by the population) alone"
-        )
+    # groups whose rows cannot inform their slopes: hbreg.data.checks.uninformed_slopes
     group_X = None
     if spec.group_predictors:
         by_group = frame[spec.group_predictors].groupby(codes)
