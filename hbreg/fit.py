@@ -145,6 +145,7 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
         group_dim=data.group_dim,
         pair_vars=built.pair_vars,
         outcome=data.outcome,
+        correlation_vars=built.correlation_vars,
     )
     timings["report"] = elapsed(step)
     return FitResult(

@@ -3,9 +3,11 @@
 The names are a contract (README, "Names in the posterior"): a coefficient is named
 after its predictor and the constant is `intercept`; a hierarchical coefficient has a
 population mean `mu_<coef>`, a between-group sd `sigma_<coef>` and, for each
-group-level predictor that shifts its mean, `gamma_<coef>_<predictor>`; the residual
-sd is `sigma`. Builders add internal variables (`<coef>_offset`, `<name>_signed`) that
-are dropped before the posterior is stored. Because the names are built from column
+group-level predictor that shifts its mean, `gamma_<coef>_<predictor>`; with correlated
+group effects each pair of varying coefficients has its correlation `corr_<coefA>_<coefB>`
+(in varying order, one scalar per pair); the residual sd is `sigma`. Builders add
+internal variables (`<coef>_offset`, `<name>_signed`, `corr_cholesky`) that are dropped
+before the posterior is stored. Because the names are built from column
 names, a column can collide with one of them; `clashes` finds those collisions so the
 config is refused before anything is sampled or written.
 """
@@ -20,7 +22,10 @@ __all__ = [
     "RESIDUAL_SD",
     "SAMPLE_DIMS",
     "ParsedName",
+    "CORRELATION_CHOLESKY",
     "clashes",
+    "correlation",
+    "correlation_pairs",
     "group_predictor_effect",
     "group_sd",
     "internal_names",
@@ -32,6 +37,7 @@ __all__ = [
 
 INTERCEPT = "intercept"
 RESIDUAL_SD = "sigma"
+CORRELATION_CHOLESKY = "corr_cholesky"  # internal: LKJ Cholesky factor of the correlations
 SAMPLE_DIMS = ("chain", "draw")
 _RESERVED_DIMS = (*SAMPLE_DIMS, "obs")
 
@@ -49,6 +55,22 @@ def group_sd(coef: str) -> str:
 def group_predictor_effect(coef: str, predictor: str) -> str:
     """`gamma_<coef>_<predictor>`: how a group-level predictor shifts `mu_<coef>`."""
     return f"gamma_{coef}_{predictor}"
+
+
+def correlation(coef_a: str, coef_b: str) -> str:
+    """`corr_<coefA>_<coefB>`: the correlation of two varying coefficients across groups."""
+    return f"corr_{coef_a}_{coef_b}"
+
+
+def correlation_pairs(varying: Iterable[str]) -> list[tuple[int, int, str]]:
+    """(a, b, name) for every pair a > b of varying coefficients: the lower triangle of R.
+
+    The name lists the earlier coefficient first (`corr_intercept_floor`).
+    """
+    varying = list(varying)
+    return [
+        (a, b, correlation(varying[b], varying[a])) for a in range(len(varying)) for b in range(a)
+    ]
 
 
 def offset(coef: str) -> str:
@@ -70,9 +92,10 @@ def internal_names(coefficients: Iterable[str], parameters: Iterable[str]) -> li
 class ParsedName:
     """What a posterior name stands for: its kind and the coefficient it belongs to."""
 
-    kind: str  # "coefficient" | "population_mean" | "group_sd" | "group_effect" | "residual_sd"
+    kind: str  # "coefficient" | "population_mean" | "group_sd" | "group_effect" |
+    # "correlation" | "residual_sd"
     coef: str | None = None
-    predictor: str | None = None
+    predictor: str | None = None  # for a correlation: the second coefficient
 
 
 def parse(name: str, coefficients: Iterable[str], group_predictors: Iterable[str] = ()):
@@ -93,6 +116,9 @@ def parse(name: str, coefficients: Iterable[str], group_predictors: Iterable[str
         for predictor in group_predictors:
             if name == group_predictor_effect(coef, predictor):
                 return ParsedName("group_effect", coef, predictor)
+        for other in coefficients:
+            if other != coef and name == correlation(coef, other):
+                return ParsedName("correlation", coef, other)
     return None
 
 
@@ -104,6 +130,7 @@ def clashes(
     group: str | None,
     hierarchical: list[str],
     group_predictors: Mapping[str, list[str]],
+    correlated: bool = False,
 ) -> list[str]:
     """Names that two things of the model would share, each with what to do.
 
@@ -112,7 +139,8 @@ def clashes(
     coefficients in `hierarchical` (with `group_predictors[coef]` shifting their means),
     the residual sd, internal variables, the outcome and the group dimension. A name
     listed twice is a clash that would otherwise surface as a KeyError mid-fit or as a
-    coefficient silently duplicated.
+    coefficient silently duplicated. With `correlated`, the correlations of the
+    `hierarchical` coefficients are named too.
     """
     entries: list[tuple[str, str]] = []
     if intercept:
@@ -130,6 +158,10 @@ def clashes(
                     f"the effect of '{predictor}' on '{coef}'",
                 )
             )
+    if correlated:
+        for _, _, name in correlation_pairs(hierarchical):
+            entries.append((name, "a correlation of the varying coefficients"))
+        entries.append((CORRELATION_CHOLESKY, "an internal variable of the model"))
     entries.append((RESIDUAL_SD, "the residual sd"))
     coefficients = ([INTERCEPT] if intercept else []) + list(predictors)
     entries += [

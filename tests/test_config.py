@@ -71,6 +71,10 @@ EXPECTED = {
     "wrong_scale_prior_support.yaml": "priors -> group_sd: Normal allows negative values",
     "wrong_override_unknown_param.yaml": "no parameter 'sigma_flor'. Did you mean 'sigma_floor'?",
     "wrong_marginal_non_normal.yaml": "model.parameterization: 'marginal' integrates",
+    "wrong_correlated_one_varying.yaml": "model.correlated needs model.pooling 'hierarchical' "
+    "and at least two varying coefficients",
+    "wrong_group_corr_prior.yaml": "priors -> group_corr: LKJ parameter eta must be a positive",
+    "wrong_correlated_centered.yaml": "correlated group effects are sampled 'marginal' or",
     # data sources and data files
     "wrong_dataset_name.yaml": "unknown built-in dataset 'radom'. Did you mean 'radon'?",
     "wrong_column_missing.yaml": "column(s) ['Floor'] not found in built-in dataset 'radon' "

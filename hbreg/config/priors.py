@@ -11,7 +11,7 @@ import difflib
 import math
 from dataclasses import dataclass
 
-__all__ = ["DISTRIBUTIONS", "PriorProblem", "check_prior", "to_pymc"]
+__all__ = ["DISTRIBUTIONS", "PriorProblem", "check_correlation_prior", "check_prior", "to_pymc"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,20 @@ def check_prior(spec: dict, *, positive: bool) -> None:
         if not math.isfinite(value) or (kind == "positive" and value <= 0):
             need = "a positive number" if kind == "positive" else "a finite number"
             raise PriorProblem(f"{name} parameter {param} must be {need}, got {value}")
+
+
+def check_correlation_prior(spec: dict) -> None:
+    """Raise `PriorProblem` unless `spec` is `{dist: LKJ, eta: <positive number>}`."""
+    if spec.get("dist") != "LKJ":
+        raise PriorProblem(f"a correlation prior must be LKJ, got '{spec.get('dist')}'")
+    given = {k: v for k, v in spec.items() if k != "dist"}
+    if set(given) != {"eta"}:
+        raise PriorProblem(f"LKJ takes ['eta'], got {sorted(given)}")
+    eta = given["eta"]
+    if isinstance(eta, bool) or not isinstance(eta, int | float) or not eta > 0:
+        raise PriorProblem(f"LKJ parameter eta must be a positive number, got {eta!r}")
+    if not math.isfinite(eta):
+        raise PriorProblem(f"LKJ parameter eta must be finite, got {eta}")
 
 
 def to_pymc(name: str, spec: dict, **kwargs):

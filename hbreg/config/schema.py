@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hbreg.config.priors import PriorProblem, check_prior
+from hbreg.config.priors import PriorProblem, check_correlation_prior, check_prior
 from hbreg.names import (
     RESIDUAL_SD,
     clashes,
@@ -91,6 +91,7 @@ class ModelConfig(_Section):
     group_predictors_for: list[str] = ["intercept"]
     parameterization: Literal["auto", "marginal", "centered", "noncentered"] = "auto"
     family: Literal["gaussian"] = "gaussian"
+    correlated: bool = False
 
 
 def _prior(**spec) -> dict:
@@ -103,6 +104,7 @@ class PriorsConfig(_Section):
     coefficient: dict[str, Any] = _prior(dist="Normal", mu=0, sigma=10)
     group_sd: dict[str, Any] = _prior(dist="HalfCauchy", beta=5)
     sigma: dict[str, Any] = _prior(dist="HalfCauchy", beta=5)
+    group_corr: dict[str, Any] = _prior(dist="LKJ", eta=2)
     overrides: dict[str, dict[str, Any]] = {}
 
     @field_validator("coefficient")
@@ -114,6 +116,15 @@ class PriorsConfig(_Section):
     @classmethod
     def _scale_prior(cls, spec):
         return _checked(spec, positive=True)
+
+    @field_validator("group_corr")
+    @classmethod
+    def _correlation_prior(cls, spec):
+        try:
+            check_correlation_prior(spec)
+        except PriorProblem as exc:
+            raise ValueError(str(exc)) from None
+        return spec
 
 
 def _checked(spec: dict, *, positive: bool) -> dict:
@@ -189,6 +200,13 @@ class Config(_Section):
         bad = [c for c in self.model.varying or [] if c not in coefs]
         if bad:
             raise ValueError(f"model.varying lists {bad}; coefficients are {coefs}")
+        if self.model.correlated and (
+            self.model.pooling != "hierarchical" or len(varying_names(self)) < 2
+        ):
+            raise ValueError(
+                "model.correlated needs model.pooling 'hierarchical' and at least two varying "
+                f"coefficients (here {self.model.pooling}, varying {varying_names(self)})"
+            )
         if self.data.group_predictors and self.model.pooling != "hierarchical":
             raise ValueError("data.group_predictors need model.pooling 'hierarchical'")
         if self.data.group_predictors:
@@ -267,6 +285,7 @@ def name_clashes(config: Config) -> list[str]:
         group=config.data.group,
         hierarchical=hierarchical,
         group_predictors={c: _group_predictors_of(config, c) for c in hierarchical},
+        correlated=config.model.correlated,
     )
 
 

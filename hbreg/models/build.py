@@ -38,7 +38,9 @@ from hbreg.models.marginal import (
     sufficient_stats,
 )
 from hbreg.names import (
+    CORRELATION_CHOLESKY,
     RESIDUAL_SD,
+    correlation_pairs,
     group_predictor_effect,
     group_sd,
     offset,
@@ -62,6 +64,8 @@ class BuiltModel:
     stats: SufficientStats | None = None
     sampled_vars: list[str] = field(default_factory=list)
     internal_vars: list[str] = field(default_factory=list)  # dropped from the posterior
+    correlated: bool = False  # block coefficients with an LKJ correlation (CORRELATION_CHOLESKY)
+    correlation_vars: list[str] = field(default_factory=list)  # corr_<a>_<b>, in pair order
 
 
 def resolve_parameterization(config: Config) -> str:
@@ -73,6 +77,11 @@ def resolve_parameterization(config: Config) -> str:
         raise ConfigError(
             f"model.parameterization: 'marginal' integrates {non_normal} out, which needs Normal "
             "priors on them; use 'noncentered' or give them Normal priors"
+        )
+    if wanted == "centered" and config.model.correlated:
+        raise ConfigError(
+            "model.parameterization: correlated group effects are sampled 'marginal' or "
+            "'noncentered' (Cholesky factor), not 'centered'"
         )
     if wanted != "auto":
         return wanted
@@ -126,6 +135,7 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         }
         priors = block_priors(config, data, params)
         sigma = params[RESIDUAL_SD]
+        corr_chol = _correlation(config, block_coefs) if config.model.correlated else None
         if parameterization == "marginal":
             block_idx = np.zeros(len(data.y), dtype=np.int64) if pooled else data.group_idx
             stats = sufficient_stats(data.X, data.y, block_idx, 1 if pooled else data.n_groups)
@@ -133,11 +143,19 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
             means = [priors[c][0] if c in priors else params[c] for c in data.coef_names]
             tau = [priors[c][1] for c in block_coefs]
             varying = [data.coef_names.index(c) for c in block_coefs]
-            pm.Potential("marginal_loglik", marginal_loglik(const, means, tau, sigma, varying, pt))
+            pm.Potential(
+                "marginal_loglik",
+                marginal_loglik(const, means, tau, sigma, varying, pt, corr_chol=corr_chol),
+            )
         else:
             values = dict(params)
-            for coef in block_coefs:
-                values[coef] = _block_variable(coef, *priors[coef], config, parameterization, dims)
+            if corr_chol is not None:
+                values.update(_correlated_block(block_coefs, priors, corr_chol, dims))
+            else:
+                for coef in block_coefs:
+                    values[coef] = _block_variable(
+                        coef, *priors[coef], config, parameterization, dims
+                    )
             mu = 0
             for j, coef in enumerate(data.coef_names):
                 value = values[coef]
@@ -149,7 +167,9 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         model=model,
         parameterization=parameterization,
         block_coefs=block_coefs,
-        population_vars=list(parameter_names(config)) if pooled else list(sampled),
+        population_vars=list(parameter_names(config))
+        if pooled
+        else list(sampled) + _correlation_names(config, block_coefs),
         group_vars=[] if pooled else block_coefs,
         pair_vars=_pair_vars(config, data, block_coefs),
         stats=stats,
@@ -159,7 +179,42 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
             for v in model.free_RVs
             if v.name not in parameter_names(config) and v.name not in block_coefs
         ],
+        correlated=corr_chol is not None,
+        correlation_vars=_correlation_names(config, block_coefs),
     )
+
+
+def _correlation_names(config: Config, block_coefs: list[str]) -> list[str]:
+    if not config.model.correlated:
+        return []
+    return [name for _, _, name in correlation_pairs(block_coefs)]
+
+
+def _correlation(config: Config, block_coefs: list[str]):
+    """LKJ prior on the correlations of the block coefficients; returns its Cholesky factor.
+
+    The same variable in every parameterization, so the posterior of `corr_<a>_<b>` means
+    the same thing whichever sampled it.
+    """
+    import pymc as pm
+
+    low = pm.LKJCorr(CORRELATION_CHOLESKY, n=len(block_coefs), eta=config.priors.group_corr["eta"])
+    for a, b, name in correlation_pairs(block_coefs):
+        pm.Deterministic(name, (low[a] * low[b]).sum())
+    return low
+
+
+def _correlated_block(block_coefs, priors, corr_chol, dims) -> dict:
+    """Non-centered correlated coefficients: b = m + diag(tau) L z, z standard normal."""
+    import pymc as pm
+
+    z = [pm.Normal(offset(coef), 0, 1, dims=dims) for coef in block_coefs]
+    values = {}
+    for a, coef in enumerate(block_coefs):
+        mean, sd = priors[coef]
+        shift = sum(corr_chol[a, m] * z[m] for m in range(a + 1))
+        values[coef] = pm.Deterministic(coef, mean + sd * shift, dims=dims)
+    return values
 
 
 _SIGNED = {"HalfNormal": "Normal", "HalfCauchy": "Cauchy", "HalfStudentT": "StudentT"}
@@ -195,7 +250,8 @@ def _pair_vars(config, data, block_coefs) -> list[str]:
     smallest = data.group_labels[int(np.argmin(data.group_sizes))]
     coef = block_coefs[-1]
     if config.model.pooling == "hierarchical":
-        return [population_mean(coef), group_sd(coef), f"{coef}[{smallest}]", RESIDUAL_SD]
+        pair = [population_mean(coef), group_sd(coef), f"{coef}[{smallest}]", RESIDUAL_SD]
+        return pair + _correlation_names(config, block_coefs)[:1]
     return [f"{c}[{smallest}]" for c in block_coefs[:2]] + [RESIDUAL_SD]
 
 
@@ -205,6 +261,11 @@ def complete_posterior(built: BuiltModel, config: Config, data: ModelData, poste
     Draws are exact and seeded, so the same seed gives the same coefficients. Internal
     `*_offset` and `*_signed` variables are dropped.
     """
+    corr = None
+    if built.correlated and built.parameterization == "marginal":
+        low = posterior[CORRELATION_CHOLESKY].values
+        low = low.reshape(-1, *low.shape[2:])
+        corr = low @ np.swapaxes(low, -1, -2)
     posterior = posterior.drop_vars([v for v in built.internal_vars if v in posterior])
     if built.parameterization != "marginal" or not built.block_coefs:
         return posterior
@@ -221,7 +282,13 @@ def complete_posterior(built: BuiltModel, config: Config, data: ModelData, poste
     )
     varying = [data.coef_names.index(c) for c in built.block_coefs]
     draws = draw_group_coefficients(
-        built.stats, means, tau, stacked[RESIDUAL_SD][:, 0], varying, np.random.default_rng(seed)
+        built.stats,
+        means,
+        tau,
+        stacked[RESIDUAL_SD][:, 0],
+        varying,
+        np.random.default_rng(seed),
+        corr=corr,
     )
     pooled = config.model.pooling == "pooled"
     new = {}

@@ -1,6 +1,7 @@
 """The Gaussian model with its group coefficients integrated out.
 
-For y_g = W_g c_g + e with the varying part b_g ~ N(m_g, diag(tau^2)) and
+For y_g = W_g c_g + e with the varying part b_g ~ N(m_g, T), T = diag(tau) R diag(tau)
+(R = I for independent effects, an LKJ correlation matrix for correlated ones), and
 e ~ N(0, sigma^2 I), the marginal density of y_g is N(W_g c_g(m_g), sigma^2 I + Z_g T Z_g').
 With the matrix determinant lemma and Woodbury it needs only per-group sufficient
 statistics (n, W'W, W'y, y'y) and a k x k Cholesky factor per group, k being the
@@ -51,12 +52,16 @@ def sufficient_stats(X: np.ndarray, y: np.ndarray, group_idx: np.ndarray, n_grou
     return SufficientStats(n=n, wtw=wtw, wty=wty, yty=yty)
 
 
-def marginal_loglik(stats: SufficientStats, coef_means, tau, sigma, varying: list[int], xp):
+def marginal_loglik(
+    stats: SufficientStats, coef_means, tau, sigma, varying: list[int], xp, *, corr_chol=None
+):
     """Marginal log-likelihood summed over groups, written for numpy or pytensor (`xp`).
 
     coef_means: list of p arrays (each (G,) or scalar): the full coefficient vector with
     the prior means of the varying coefficients in their slots. tau: list of k prior sds
-    of the varying coefficients. sigma: residual sd.
+    of the varying coefficients. sigma: residual sd. corr_chol: the lower Cholesky factor
+    L of the k x k prior correlation matrix R = L L' (indexable as `corr_chol[a][b]`), or
+    None for independent varying coefficients.
     """
     p = len(coef_means)
     wtw_c = [sum(stats.wtw[:, a, b] * coef_means[b] for b in range(p)) for a in range(p)]
@@ -67,21 +72,54 @@ def marginal_loglik(stats: SufficientStats, coef_means, tau, sigma, varying: lis
     )
     s2 = sigma**2
     ztr = [stats.wty[:, i] - wtw_c[i] for i in varying]
+    k = len(varying)
+    if corr_chol is None:
+        prior_precision = [[1 / tau[a] ** 2 if a == b else 0 for b in range(k)] for a in range(k)]
+    else:
+        prior_precision, prior_logdet = _prior_precision(tau, corr_chol, k, xp)
     precision = [
-        [
-            stats.wtw[:, i, j] / s2 + (1 / tau[a] ** 2 if a == b else 0)
-            for b, j in enumerate(varying)
-        ]
+        [stats.wtw[:, i, j] / s2 + prior_precision[a][b] for b, j in enumerate(varying)]
         for a, i in enumerate(varying)
     ]
     chol = _cholesky(precision, xp)
+    if corr_chol is None:  # summed as before correlations existed: same rounding, same draws
+        logdet = stats.n * xp.log(s2) + sum(
+            2 * xp.log(tau[a]) + 2 * xp.log(chol[a][a]) for a in range(k)
+        )
+    else:
+        logdet = stats.n * xp.log(s2) + prior_logdet + sum(2 * xp.log(chol[a][a]) for a in range(k))
     v = _forward_solve(chol, ztr, xp)
-    k = len(varying)
-    logdet = stats.n * xp.log(s2) + sum(
-        2 * xp.log(tau[a]) + 2 * xp.log(chol[a][a]) for a in range(k)
-    )
     quad = rtr / s2 - sum(vi**2 for vi in v) / s2**2
     return -0.5 * xp.sum(stats.n * _LOG_2PI + logdet + quad)
+
+
+def _prior_precision(tau, corr_chol, k: int, xp):
+    """T^-1 as a k x k nested list and log det T, for T = diag(tau) L L' diag(tau) (k > 1).
+
+    With L lower triangular, R^-1 = M' M for M = L^-1, and log det R = 2 sum log L_aa.
+    """
+    logdet = sum(2 * xp.log(tau[a]) for a in range(k))
+    low = [[corr_chol[a][b] for b in range(a + 1)] for a in range(k)]
+    inv = _lower_inverse(low)
+    precision = [
+        [
+            sum(inv[m][a] * inv[m][b] for m in range(max(a, b), k)) / (tau[a] * tau[b])
+            for b in range(k)
+        ]
+        for a in range(k)
+    ]
+    return precision, logdet + sum(2 * xp.log(low[a][a]) for a in range(k))
+
+
+def _lower_inverse(low):
+    """Inverse of a lower-triangular k x k nested list (entries scalars or tensors)."""
+    k = len(low)
+    inv = [[0] * k for _ in range(k)]
+    for i in range(k):
+        inv[i][i] = 1 / low[i][i]
+        for j in range(i):
+            inv[i][j] = -sum(low[i][m] * inv[m][j] for m in range(j, i)) / low[i][i]
+    return inv
 
 
 def _cholesky(a, xp):
@@ -110,11 +148,14 @@ def draw_group_coefficients(
     varying: list[int],
     rng: np.random.Generator,
     chunk: int = 256,
+    *,
+    corr: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact draws of the varying coefficients given each posterior draw's hyperparameters.
 
     coef_means: (S, G, p) coefficient vectors with prior means in the varying slots;
-    tau: (S, k); sigma: (S,). Returns (S, G, k).
+    tau: (S, k); sigma: (S,); corr: (S, k, k) prior correlation matrices, or None for
+    independent varying coefficients. Returns (S, G, k).
     """
     n_draws, n_groups, _ = coef_means.shape
     k = len(varying)
@@ -125,7 +166,12 @@ def draw_group_coefficients(
         c = coef_means[sl]  # (s, G, p)
         s2 = (sigma[sl] ** 2)[:, None, None]
         resid = stats.wty[None][..., varying] - np.einsum("gvp,sgp->sgv", stats.wtw[:, varying], c)
-        precision = ztz[None] / s2[..., None] + _diag(1 / tau[sl] ** 2)[:, None]
+        if corr is None:
+            prior_precision = _diag(1 / tau[sl] ** 2)
+        else:
+            scale = tau[sl][:, :, None] * tau[sl][:, None, :]
+            prior_precision = np.linalg.inv(corr[sl]) / scale
+        precision = ztz[None] / s2[..., None] + prior_precision[:, None]
         low = np.linalg.cholesky(precision)  # (s, G, k, k)
         mean_shift = np.linalg.solve(precision, (resid / s2)[..., None])[..., 0]
         z = rng.standard_normal(mean_shift.shape)

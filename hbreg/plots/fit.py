@@ -66,6 +66,7 @@ def save_plots(
     group_dim: str | None,
     pair_vars: list[str],
     outcome: str,
+    correlation_vars: Sequence[str] = (),
 ) -> list[Path]:
     """Write ``<out_dir>/<kind>.png`` for each requested kind and return the paths written.
 
@@ -92,6 +93,8 @@ def save_plots(
         Variables of the pair plot, ``name`` or ``name[label]``.
     outcome : str
         Name of the observed variable for the posterior predictive check.
+    correlation_vars : sequence of str
+        Correlations of the group coefficients (``corr_<a>_<b>``), drawn under the forest.
 
     Returns
     -------
@@ -115,7 +118,9 @@ def save_plots(
     makers = {
         "posterior": lambda: plot_posterior(idata, var_names=population_vars),
         "trace": lambda: plot_trace(idata, var_names=population_vars, group_dim=group_dim),
-        "forest": lambda: plot_forest(idata, var_names=group_vars, group_dim=group_dim),
+        "forest": lambda: plot_forest(
+            idata, var_names=group_vars, group_dim=group_dim, correlations=correlation_vars
+        ),
         "ppc": lambda: plot_ppc(idata, outcome=outcome),
         "energy": lambda: plot_energy(idata),
         "pair": lambda: plot_pair(idata, var_names=pair_vars, group_dim=group_dim),
@@ -217,16 +222,23 @@ def plot_trace(idata: Any, *, var_names: Sequence[str], group_dim: str | None = 
     return fig
 
 
-def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) -> Figure:
+def plot_forest(
+    idata: Any,
+    *,
+    var_names: Sequence[str],
+    group_dim: str | None,
+    correlations: Sequence[str] = (),
+) -> Figure:
     """Group coefficients: one column per variable, one row per group, 50% and 90% intervals.
 
     Rows keep the order of the group labels so that the columns line up; the dashed line is the
-    population mean ``mu_<var>`` where the model has one.
+    population mean ``mu_<var>`` where the model has one. `correlations` (scalar variables,
+    ``corr_<a>_<b>``) get a panel of their own below, on [-1, 1].
     """
     post = _posterior(idata)
     if not var_names:
         raise ValueError("the forest plot needs at least one group variable")
-    for name in var_names:
+    for name in (*var_names, *correlations):
         _check_var(post, name)
     if group_dim is None:
         group_dim = _infer_group_dim(post, var_names)
@@ -261,17 +273,26 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
     n_groups = len(labels)
     fontsize = 9 if n_groups <= 30 else 7 if n_groups <= 60 else 6
     height = max(3.0, 1.3 + 0.135 * n_groups)
-    label_width = 0.55 + max(map(len, labels)) * fontsize * 0.62 / 72
+    label_width = 0.55 + max(map(len, [*labels, *correlations])) * fontsize * 0.62 / 72
+    corr_height = 0.35 + 0.3 * len(correlations) if correlations else 0.0
+    gap = 0.75
     fig = figure(
         label_width + 0.3 + 2.9 * len(columns),
-        height,
+        height + (corr_height + gap if correlations else 0.0),
         left=label_width,
         right=0.25,
         top=0.85,
         bottom=0.6,
         wspace=0.06,
+        hspace=gap / ((height - 1.45 + corr_height) / 2) if correlations else 0.2,
     )
-    axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
+    if correlations:
+        grid = fig.add_gridspec(2, len(columns), height_ratios=[height - 1.45, corr_height])
+        first = fig.add_subplot(grid[0, 0])
+        axes = [first] + [fig.add_subplot(grid[0, i], sharey=first) for i in range(1, len(columns))]
+        _correlation_panel(fig.add_subplot(grid[1, :]), post, correlations, fontsize)
+    else:
+        axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
     y = np.arange(n_groups)
     for ax, (title, values, mu) in zip(axes, columns, strict=True):
         q05, q25, q50, q75, q95 = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
@@ -286,13 +307,32 @@ def plot_forest(idata: Any, *, var_names: Sequence[str], group_dim: str | None) 
         ax.tick_params(axis="x", labelsize=8)
         ax.set_axisbelow(True)
     for ax in axes[1:]:
-        ax.tick_params(axis="y", left=False)
+        ax.tick_params(axis="y", left=False, labelleft=False)
     axes[0].set_yticks(y, labels, fontsize=fontsize)
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
     suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals{subset})")
     fig.supxlabel("coefficient value (dot: posterior median)", fontsize=9)
     return fig
+
+
+def _correlation_panel(ax: Axes, post: Any, names: Sequence[str], fontsize: int) -> None:
+    """One row per correlation: 50% and 90% intervals and the median, on [-1, 1]."""
+    y = np.arange(len(names))
+    for row, name in enumerate(names):
+        values = post[name].values.ravel()
+        q05, q25, q50, q75, q95 = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+        ax.hlines(row, q05, q95, color=_INTERVAL_COLOR, lw=0.9)
+        ax.hlines(row, q25, q75, color=_INTERVAL_COLOR, lw=3)
+        ax.plot(q50, row, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
+    ax.axvline(0, color="0.4", ls="--", lw=0.9)
+    ax.set_xlim(-1, 1)
+    ax.set_yticks(y, list(names), fontsize=fontsize)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_title("Correlations of the group coefficients (50% and 90% intervals)", fontsize=9)
+    ax.grid(axis="x", color="0.9", lw=0.6)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_axisbelow(True)
 
 
 def plot_ppc(idata: Any, *, outcome: str) -> Figure:
