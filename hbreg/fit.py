@@ -22,6 +22,15 @@ from hbreg._gc import gc_paused
 from hbreg.config import Config, dump_config
 from hbreg.data import ModelData, load_model_data
 from hbreg.inference import ProgressCallback, resolve_backend, sample
+from hbreg.names import (
+    COEF_DIM,
+    DESIGN,
+    GROUP_INDEX,
+    GROUP_PREDICTOR_DIM,
+    GROUP_PREDICTORS,
+    GROUP_SIZE,
+    VARYING,
+)
 from hbreg.runs import RunDirectory, elapsed
 from hbreg.stats.diagnostics import Diagnostics, diagnose, divergence_report
 from hbreg.stats.summary import summarize
@@ -167,7 +176,12 @@ def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
     observed = xr.Dataset(
         {data.outcome: (("obs",), data.y)}, coords={"obs": np.arange(len(data.y))}
     )
-    groups = {"posterior": posterior, "sample_stats": sample_stats, "observed_data": observed}
+    groups = {
+        "posterior": posterior,
+        "sample_stats": sample_stats,
+        "observed_data": observed,
+        "constant_data": constant_data(data),
+    }
     if loglik is not None:
         groups["log_likelihood"] = loglik
     groups["posterior_predictive"] = ppc
@@ -180,6 +194,42 @@ def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
         data_fingerprint=data.fingerprint,
     )
     return tree
+
+
+def constant_data(data: ModelData):
+    """What readers of the run need about its rows, so they never reload the data file.
+
+    The design matrix with its coefficient names, which coefficients vary by group and, for
+    grouped data, each row's group index, the rows per group (the group labels are its
+    coordinate) and the group-level predictors. Names: `hbreg.names`.
+    """
+    import xarray as xr
+
+    coords = {"obs": np.arange(len(data.y)), COEF_DIM: list(data.coef_names)}
+    variables = {
+        DESIGN: (("obs", COEF_DIM), np.asarray(data.X, dtype=float)),
+        VARYING: ((COEF_DIM,), np.array([c in data.varying for c in data.coef_names])),
+    }
+    if data.group_idx is not None:
+        dim = data.group_dim
+        coords[dim] = list(data.group_labels)
+        variables[GROUP_INDEX] = (("obs",), _small_int(data.group_idx, data.n_groups))
+        variables[GROUP_SIZE] = ((dim,), data.group_sizes.astype(np.int64))
+        if data.group_predictor_names:
+            coords[GROUP_PREDICTOR_DIM] = list(data.group_predictor_names)
+            variables[GROUP_PREDICTORS] = (
+                (dim, GROUP_PREDICTOR_DIM),
+                np.asarray(data.group_X, dtype=float),
+            )
+    return xr.Dataset(variables, coords=coords)
+
+
+def _small_int(values: np.ndarray, upper: int) -> np.ndarray:
+    """The smallest signed integer type that holds 0..upper (a million-row index in 2-4 MB)."""
+    for dtype in (np.int16, np.int32):
+        if upper <= np.iinfo(dtype).max:
+            return np.asarray(values, dtype=dtype)
+    return np.asarray(values, dtype=np.int64)
 
 
 def _config_hash(config: Config) -> str:

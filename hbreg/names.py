@@ -10,6 +10,9 @@ internal variables (`<coef>_offset`, `<name>_signed`, `corr_cholesky`) that are 
 before the posterior is stored. Because the names are built from column
 names, a column can collide with one of them; `clashes` finds those collisions so the
 config is refused before anything is sampled or written.
+
+The `constant_data` group of `idata.nc` (what a fit stores about its rows, so that
+`compare`, `simulate` and `predict` never reload a data file) is named here too.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "COEF_DIM",
+    "DESIGN",
+    "GROUP_INDEX",
+    "GROUP_PREDICTORS",
+    "GROUP_PREDICTOR_DIM",
+    "GROUP_SIZE",
     "INTERCEPT",
     "RESIDUAL_SD",
     "SAMPLE_DIMS",
+    "VARYING",
     "ParsedName",
     "CORRELATION_CHOLESKY",
     "clashes",
@@ -39,7 +49,18 @@ INTERCEPT = "intercept"
 RESIDUAL_SD = "sigma"
 CORRELATION_CHOLESKY = "corr_cholesky"  # internal: LKJ Cholesky factor of the correlations
 SAMPLE_DIMS = ("chain", "draw")
-_RESERVED_DIMS = (*SAMPLE_DIMS, "obs")
+
+# constant_data: the design matrix (obs x coef, coords = coefficient names), which
+# coefficients vary by group, each row's group index, the rows per group (coords =
+# group labels) and the group-level predictors (group x group_predictor).
+DESIGN = "X"
+COEF_DIM = "coef"
+VARYING = "varying"
+GROUP_INDEX = "group_index"
+GROUP_SIZE = "group_size"
+GROUP_PREDICTORS = "group_X"
+GROUP_PREDICTOR_DIM = "group_predictor"
+_RESERVED_DIMS = (*SAMPLE_DIMS, "obs", COEF_DIM, GROUP_PREDICTOR_DIM)
 
 
 def population_mean(coef: str) -> str:
@@ -170,7 +191,7 @@ def clashes(
     entries.append((outcome, "the outcome column (data.outcome)"))
     if group is not None:
         entries.append((group, "the group column (data.group)"))
-        entries += [(dim, f"the '{dim}' dimension of the posterior") for dim in _RESERVED_DIMS]
+        entries += [(dim, f"the '{dim}' dimension in idata.nc") for dim in _RESERVED_DIMS]
     first: dict[str, str] = {}
     problems = []
     for name, origin in entries:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hbreg.compare._all import (
+from hbreg.compare import (
     COMPARE_COLUMNS,
     ComparisonError,
     compare_runs,
@@ -304,3 +304,52 @@ def test_run_without_log_likelihood_is_refused(cli, fits, tmp_path):
     assert result.exit_code == 2
     assert "radon_bare" in result.stderr and "no log_likelihood group" in result.stderr
     assert not _compare_dirs(tmp_path)
+
+
+# ----------------------------------------------------------------------------- run directory only
+
+
+def test_fit_stores_constant_data(fits):
+    import numpy as np
+    import xarray as xr
+
+    from hbreg.names import COEF_DIM, DESIGN, GROUP_INDEX, GROUP_SIZE, VARYING
+
+    with xr.open_datatree(fits["radon_hier"] / "idata.nc", engine="h5netcdf") as tree:
+        const = tree["constant_data"].to_dataset().load()
+    assert list(const[COEF_DIM].values) == ["intercept", "floor"]
+    assert const[DESIGN].shape == (919, 2)
+    assert (const[DESIGN].sel({COEF_DIM: "intercept"}) == 1).all()
+    assert set(np.unique(const[DESIGN].sel({COEF_DIM: "floor"}))) == {0.0, 1.0}
+    assert list(const[VARYING].values) == [True, True]
+    sizes = const[GROUP_SIZE]
+    assert sizes.dims == ("county",) and sizes.sizes["county"] == 85
+    assert int(sizes.sum()) == 919 and int(sizes.sel(county="ST LOUIS")) == 116
+    idx = const[GROUP_INDEX].values
+    assert np.array_equal(np.bincount(idx, minlength=85), sizes.values)
+    with xr.open_datatree(fits["radon_pooled"] / "idata.nc", engine="h5netcdf") as tree:
+        pooled = tree["constant_data"].to_dataset()
+        assert GROUP_INDEX not in pooled and not pooled[VARYING].values.any()
+
+
+@pytest.mark.slow
+def test_compare_after_the_data_file_is_deleted(cli, tmp_path):
+    """compare reads only run directories: the csv the runs were fitted on can go."""
+    from hbreg.data import BUILTIN_DATASETS
+
+    csv = tmp_path / "radon.csv"
+    BUILTIN_DATASETS["radon"].load().to_csv(csv, index=False)
+    root = tmp_path / "outputs"
+    small = ["sampler.draws=100", "sampler.tune=100", "sampler.chains=2", "output.plots=[]"]
+    for name in ("radon_pooled", "radon_hier"):
+        sets = [f"data.path={csv}", "data.dataset=null", f"output.root={root}", *small]
+        result = cli("fit", CONFIGS / f"{name}.yaml", *[a for s in sets for a in ("--set", s)])
+        assert result.exit_code == 0, result.output
+    csv.unlink()
+    result = cli("compare", "--latest", root)
+    assert result.exit_code == 0, result.output
+    (out,) = _compare_dirs(root)
+    shrink = pd.read_csv(out / "shrinkage.csv")
+    assert len(shrink) == 85 and shrink["size"].sum() == 919
+    assert (out / "shrinkage.png").stat().st_size > 0
+    assert "no shrinkage plot" not in (out / "compare.md").read_text()

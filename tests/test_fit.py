@@ -43,6 +43,7 @@ IDATA_GROUPS = {
     "log_likelihood",
     "posterior_predictive",
     "observed_data",
+    "constant_data",
 }
 NO_PLOTS = "output.plots=[]"
 
