@@ -83,11 +83,13 @@ def _sample_nutpie(model, settings, *, seed, cores, progress):
     import nutpie
     import pytensor
 
+    from hbreg.compile_cache import compile_nutpie
+
     start = time.perf_counter()
     # Without fastmath, code loaded from the numba cache and freshly compiled code round
     # alike, so the same seed gives the same draws on a cold and on a warm cache.
     with pytensor.config.change_flags(numba__fastmath=False):
-        compiled = nutpie.compile_pymc_model(model)
+        compiled = compile_nutpie(model)
     compiled_at = time.perf_counter()
     callback = None
     if progress is not None:

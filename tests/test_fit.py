@@ -132,6 +132,15 @@ def test_run_directory_has_every_file_of_the_contract(radon):
     assert str(run) in radon["output"].replace("\n", "")
 
 
+def test_compiled_code_is_cached_outside_the_run_and_the_source_tree(radon):
+    from hbreg.compile_cache import cache_dir
+
+    compiled = ["*.nbi", "*.nbc", "sealed.json"]
+    for place in (radon["a"], ROOT / "hbreg", ROOT / "tests", ROOT / "configs"):
+        assert not [p for pattern in compiled for p in place.rglob(pattern)], place
+    assert list((cache_dir() / "nutpie").glob("*/sealed.json"))
+
+
 def test_idata_has_the_groups_and_names(radon):
     tree = xr.open_datatree(radon["a"] / "idata.nc", engine="h5netcdf")
     assert IDATA_GROUPS <= set(tree.children)
