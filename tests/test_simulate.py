@@ -9,6 +9,7 @@ coverage runs are marked slow.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -16,15 +17,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
+from scipy.special import gamma as gamma_fn
 
-from hbreg.simulate import _all as simulate
-from hbreg.simulate._all import (
+from hbreg.config.priors import DISTRIBUTIONS
+from hbreg.simulate import (
     SimulatedData,
+    draw_priors,
     fit_config,
     generate_data,
+    load_simulation,
     parse_simulation,
     replicate_seeds,
 )
+from hbreg.simulate import executors as simulate
 from hbreg.simulate.recovery import COVERAGE_COLUMNS, RECOVERY_COLUMNS, truth_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,6 +252,152 @@ def test_truth_of_a_pooled_fit_is_the_row_weighted_mean(tmp_path):
     assert truth_for(sim, hier) == {"sigma": 1.0, "x[a]": 2.0, "x[b]": -1.0}
 
 
+# one parser for --set: a value means the same in `fit` and in `simulate`
+SET_VALUES = ["1e-3", "true", "500", "[intercept]", "0.5", "lots", "null"]
+SET_KEYS = [  # (fit key, simulate key, where the value lands)
+    ("sampler.draws", "experiments.0.sampler.draws", lambda c: c.sampler.draws),
+    ("sampler.target_accept", "experiments.hier.sampler.target_accept", None),
+    ("priors.coefficient.sigma", "experiments.0.priors.coefficient.sigma", None),
+    ("model.varying", "experiments.0.model.varying", lambda c: c.model.varying),
+    ("diagnostics.max_divergences", "experiments.0.diagnostics.max_divergences", None),
+]
+
+
+def _set_result(load, key: str, value: str, read):
+    from hbreg.errors import ConfigError
+
+    try:
+        return "value", read(load([f"{key}={value}"]))
+    except ConfigError:
+        return "refused", None
+
+
+@pytest.mark.parametrize("value", SET_VALUES)
+@pytest.mark.parametrize(("fit_key", "sim_key", "_"), SET_KEYS, ids=[k[0] for k in SET_KEYS])
+def test_set_means_the_same_in_fit_and_simulate(tmp_path, value, fit_key, sim_key, _):
+    from hbreg.config import load_config
+
+    priors = {"coefficient": {"dist": "Normal", "mu": 0, "sigma": 1}}
+    fit_raw = {
+        "name": "x",
+        "data": {"path": "d.csv", "outcome": "y", "predictors": ["x"], "group": "group"},
+        "priors": priors,
+    }
+    fit_path = write(tmp_path, fit_raw, "fit.yaml")
+    sim_raw = tiny(tmp_path)
+    sim_raw["experiments"][0]["priors"] = priors
+    sim_path = write(tmp_path, sim_raw)
+    section, *rest = fit_key.split(".")
+
+    def read(config):
+        node = getattr(config, section)
+        for part in rest:
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    fit = _set_result(lambda sets: load_config(fit_path, sets), fit_key, value, read)
+    sim = _set_result(
+        lambda sets: load_simulation(sim_path, sets).experiments[0], sim_key, value, read
+    )
+    assert fit == sim
+    if value == "1e-3" and fit_key == "priors.coefficient.sigma":
+        assert fit == ("value", 0.001)  # a float, not the string '1e-3' (YAML 1.2)
+    if value == "true" and fit_key == "sampler.draws":
+        assert fit == ("refused", None)  # a number written as a boolean is a mistake
+
+
+def test_set_into_lists_and_unions_of_a_simulation(tmp_path):
+    from hbreg.errors import ConfigError
+
+    path = write(tmp_path, tiny(tmp_path))
+    spec = load_simulation(
+        path,
+        [
+            "experiments.hier.sampler.draws=123",
+            "generate.truth.mu.x=2.5",
+            "generate.predictors.0.sigma=3",
+            "replicates=4",
+        ],
+    )
+    assert spec.experiments[0].sampler.draws == 123 and spec.replicates == 4
+    assert spec.generate.truth.mu["x"] == 2.5 and spec.generate.predictors[0].sigma == 3
+    for bad, message in [
+        ("replicates=true", "replicates: must be a number, got true"),
+        ("experiments.0.sampler.drws=5", "no key 'drws' in experiments.0.sampler"),
+        ("generate.truth.mux.x=1", "no key 'mux' in generate.truth. Did you mean 'mu'?"),
+        ("experiments.7.sampler.draws=5", "no item '7'; give an index below 1"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_simulation(path, [bad])
+
+
+# the scipy distribution with PyMC's parameterization of each allowed prior
+_SCIPY = {
+    "Normal": lambda p: stats.norm(p["mu"], p["sigma"]),
+    "StudentT": lambda p: stats.t(p["nu"], p["mu"], p["sigma"]),
+    "Cauchy": lambda p: stats.cauchy(p["alpha"], p["beta"]),
+    "Laplace": lambda p: stats.laplace(p["mu"], p["b"]),
+    "HalfNormal": lambda p: stats.halfnorm(scale=p["sigma"]),
+    "HalfCauchy": lambda p: stats.halfcauchy(scale=p["beta"]),
+    "HalfStudentT": lambda p: _HalfT(p["nu"], p["sigma"]),
+    "Exponential": lambda p: stats.expon(scale=1 / p["lam"]),
+    "Gamma": lambda p: stats.gamma(p["alpha"], scale=1 / p["beta"]),
+    "InverseGamma": lambda p: stats.invgamma(p["alpha"], scale=p["beta"]),
+    "LogNormal": lambda p: stats.lognorm(p["sigma"], scale=np.exp(p["mu"])),
+}
+_HEAVY = {"Cauchy", "HalfCauchy"}  # no mean: quantiles instead
+
+
+class _HalfT:
+    """|sigma * t(nu)|, which scipy lacks."""
+
+    def __init__(self, nu, sigma):
+        self.nu, self.sigma = nu, sigma
+
+    def cdf(self, x):
+        return 2 * stats.t.cdf(np.asarray(x) / self.sigma, self.nu) - 1
+
+    def ppf(self, q):
+        return self.sigma * stats.t.ppf((np.asarray(q) + 1) / 2, self.nu)
+
+    def mean(self):
+        nu, s = self.nu, self.sigma
+        return 2 * s * np.sqrt(nu / np.pi) * gamma_fn((nu + 1) / 2) / (gamma_fn(nu / 2) * (nu - 1))
+
+    def std(self):
+        return np.sqrt(self.sigma**2 * self.nu / (self.nu - 2) - self.mean() ** 2)
+
+
+def _example_params(name: str) -> dict:
+    """Non-default values, so a swapped or misread parameter shows."""
+    values = {"mu": 1.5, "sigma": 2.0, "nu": 7.0, "alpha": 3.0, "beta": 2.5, "b": 0.7, "lam": 4.0}
+    if name == "LogNormal":
+        values = {**values, "mu": 0.3, "sigma": 0.4}
+    return {k: values[k] for k in DISTRIBUTIONS[name].params}
+
+
+def test_prior_draws_come_from_pymc_with_the_configured_parameters():
+    names = list(DISTRIBUTIONS)
+    n = 40_000
+    specs = [({"dist": name, **_example_params(name)}, n) for name in names]
+    draws = draw_priors(specs, np.random.default_rng(5))
+    assert [d.shape for d in draws] == [(n,)] * len(names)
+    for name, x in zip(names, draws, strict=True):
+        dist = _SCIPY[name](_example_params(name))
+        p = stats.kstest(x, dist.cdf).pvalue
+        assert p > 1e-4, (name, p)
+        if name in _HEAVY:
+            q = [0.1, 0.25, 0.5, 0.75, 0.9]
+            assert np.allclose(np.quantile(x, q), dist.ppf(q), rtol=0.05), name
+        else:
+            se = dist.std() / np.sqrt(n)
+            assert abs(x.mean() - dist.mean()) < 5 * se, (name, x.mean(), dist.mean())
+            assert abs(x.std() / dist.std() - 1) < 0.05, (name, x.std(), dist.std())
+    # the draw is determined by the generator's state
+    again = draw_priors(specs, np.random.default_rng(5))
+    assert all(np.array_equal(a, b) for a, b in zip(again, draws, strict=True))
+
+
 BAD = [
     ({"generate": {"grups": 3}}, "generate -> grups: unknown key 'grups'. Did you mean 'groups'"),
     (
@@ -321,7 +473,7 @@ def test_the_example_simulations_are_shipped():
 
 @pytest.mark.parametrize("path", _shipped_simulations(), ids=lambda p: p.name)
 def test_shipped_simulation_config_validates(path):
-    spec = simulate.load_simulation(path)
+    spec = load_simulation(path)
     assert spec.seed is not None and spec.experiments
     sim = generate_data(spec, seed=spec.seed)  # and generates data without sampling
     assert len(sim.frame) == sum(sim.sizes.values()) > 0

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
+import typing
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from hbreg.config.schema import Config
 from hbreg.errors import ConfigError
@@ -167,39 +169,68 @@ def apply_overrides(raw: dict, overrides: list[str], *, schema: type[BaseModel] 
     """Apply `a.b=c` overrides (values parsed as YAML) to a copy of the raw mapping.
 
     Keys are checked against `schema` (the experiment `Config`, or simulate's schema),
-    so an unknown key is refused with a hint before anything else happens.
+    so an unknown key is refused with a hint before anything else happens. A list of
+    sections (simulate's `experiments`) is stepped into by position or by the `name`
+    of an item (`experiments.0.sampler.draws`, `experiments.hier.sampler.draws`), and
+    a union of sections (`truth: {mu: ...}` or `{coefficients: ...}`) by any of its
+    members' keys.
     """
     import copy
 
     result = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key.strip()):
+        parts = key.strip().split(".")
+        if not sep or not all(re.fullmatch(r"[A-Za-z0-9_][\w-]*", p) for p in parts):
             raise ConfigError(f"--set '{item}' must look like section.key=value")
         try:
             value = _yaml_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set '{item}': the value {_yaml_problem(exc)}") from None
-        _check_settable(key.strip().split("."), item, schema)
+        _check_settable(parts, item, schema)
         node = result
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
+        *parents, leaf = parts
+        for depth, part in enumerate(parents):
+            if isinstance(node, list):
+                node = node[_list_index(node, part, item)]
+                continue
             child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set '{item}': '{part}' is not a section")
+            if not isinstance(child, dict | list):
+                raise ConfigError(
+                    f"--set '{item}': '{'.'.join(parts[: depth + 1])}' is not a section"
+                )
             node = child
-        node[leaf] = value
+        if isinstance(node, list):
+            node[_list_index(node, leaf, item)] = value
+        else:
+            node[leaf] = value
     _check_size(result, "the config with its --set overrides")
     return result
 
 
+def _list_index(node: list, part: str, item: str) -> int:
+    """A list item by position or by its `name` key."""
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    names = [e.get("name") for e in node if isinstance(e, dict)]
+    if part in names:
+        return names.index(part)
+    raise ConfigError(
+        f"--set '{item}': no item '{part}'; give an index below {len(node)} "
+        f"or a name ({', '.join(map(str, names))})"
+    )
+
+
 def _check_settable(parts: list[str], item: str, schema: type[BaseModel]) -> None:
     """Refuse `--set` keys that the schema does not have (free-form maps excepted)."""
-    cls: type[BaseModel] | None = schema
+    position = _Position.of(schema)
     for depth, part in enumerate(parts):
-        if cls is None:
-            return
-        fields = cls.model_fields
+        if position.items is not None:  # a list: `part` is a position or a name
+            position = _Position.of(position.items)
+            continue
+        if not position.models:
+            return  # a free-form map or a plain value: the validation has the last word
+        fields = position.fields()
         if part not in fields:
             where = ".".join(parts[:depth]) or "the top level"
             close = difflib.get_close_matches(part, fields, n=1)
@@ -207,13 +238,60 @@ def _check_settable(parts: list[str], item: str, schema: type[BaseModel]) -> Non
             raise ConfigError(
                 f"--set '{item}': no key '{part}' in {where}.{hint} Keys: {', '.join(fields)}"
             )
-        cls = _nested_model(fields[part].annotation)
+        position = position.field(part)
 
 
-def _nested_model(annotation) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
+class _Position:
+    """Where a key path has got to in a schema: the sections it may be, or a list of them.
+
+    Unions (`truth: prior | {mu, ...} | {coefficients, ...}`) are kept as all their
+    members, each with its tag (pydantic puts the tag in an error's location).
+    """
+
+    def __init__(self, models: dict[type[BaseModel], str | None], items=None):
+        self.models = models  # section class -> its union tag (or None)
+        self.items = items  # element annotation when this position is a list
+
+    @classmethod
+    def of(cls, annotation, tag: str | None = None) -> _Position:
+        models: dict[type[BaseModel], str | None] = {}
+        items = None
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            inner, *meta = typing.get_args(annotation)
+            tags = [m.tag for m in meta if isinstance(m, Tag)]
+            return cls.of(inner, tags[0] if tags else tag)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            models[annotation] = tag
+        elif origin is list:
+            items = typing.get_args(annotation)[0]
+        elif origin is typing.Union or isinstance(annotation, types.UnionType):
+            for arg in typing.get_args(annotation):
+                member = cls.of(arg)
+                models.update(member.models)
+                items = items if member.items is None else member.items
+        return cls(models, items)
+
+    def fields(self) -> list[str]:
+        return list(dict.fromkeys(f for m in self.models for f in m.model_fields))
+
+    def field(self, part: str) -> _Position:
+        merged = _Position({})
+        for model in self.models:
+            if part in model.model_fields:
+                found = _Position.of(model.model_fields[part].annotation)
+                merged.models.update(found.models)
+                merged.items = merged.items if found.items is None else found.items
+        return merged
+
+    def step(self, part: str) -> _Position:
+        """Step over one part of an error location: a key, a list position or a union tag."""
+        if self.items is not None and part.isdigit():
+            return _Position.of(self.items)
+        if any(part in m.model_fields for m in self.models):
+            return self.field(part)
+        tagged = {m: t for m, t in self.models.items() if t == part}
+        return _Position(tagged) if tagged else _Position({})
 
 
 def parse_config(raw: dict, *, source: str = "config") -> Config:
@@ -253,12 +331,11 @@ def _short_repr(value, limit: int = 80) -> str:
 
 
 def _fields_at(loc: list[str], schema: type[BaseModel]) -> list[str]:
-    cls: type[BaseModel] | None = schema
+    """Allowed keys at an error location; list positions and union tags are stepped over."""
+    position = _Position.of(schema)
     for part in loc:
-        if cls is None or part not in cls.model_fields:
-            return []
-        cls = _nested_model(cls.model_fields[part].annotation)
-    return [] if cls is None else list(cls.model_fields)
+        position = position.step(part)
+    return position.fields()
 
 
 def dump_config(config: Config) -> str:

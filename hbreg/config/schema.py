@@ -40,6 +40,8 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 def _number_annotation(annotation) -> bool:
     if annotation in (int, float):
         return True
+    if typing.get_origin(annotation) is typing.Annotated:  # Annotated[int, Field(ge=1)]
+        return _number_annotation(typing.get_args(annotation)[0])
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return any(_number_annotation(a) for a in typing.get_args(annotation))
     return False

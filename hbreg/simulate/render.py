@@ -1,0 +1,199 @@
+"""Recovery in words: the terminal tables and `recovery.md`.
+
+One replicate gets a table per experiment (truth, posterior mean, 90% interval, hit
+or miss); several get the coverage table. Both read a `SimulationResult` only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from hbreg.simulate.recovery import SimulationResult
+
+__all__ = ["recovery_lines", "recovery_markdown", "render_recovery"]
+
+_MAX_GROUP_ROWS = 12  # group values shown one by one up to this many per fit, else summarized
+
+
+def _recovery_cells(r) -> list[str]:
+    """parameter, truth, mean, 90% interval, inside?, error: one table row as text."""
+    interval = f"[{_fmt(r['lower_90'])}, {_fmt(r['upper_90'])}]"
+    inside = "yes" if r["inside_90"] else "NO"
+    return [r["parameter"], _fmt(r["truth"]), _fmt(r["mean"]), interval, inside, _fmt(r["error"])]
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def recovery_lines(recovery: pd.DataFrame, experiment: str) -> tuple[list[list[str]], str]:
+    """Rows (parameter, truth, mean, 90% interval, inside, error) of one single-replicate fit.
+
+    Group values are listed one by one when there are few, else one line per coefficient.
+    """
+    part = recovery[recovery["experiment"] == experiment]
+    rows = []
+    for _, r in part[part["level"] == "population"].iterrows():
+        rows.append(_recovery_cells(r))
+    groups = part[part["level"] == "group"]
+    if len(groups) <= _MAX_GROUP_ROWS:
+        for _, r in groups.iterrows():
+            rows.append(_recovery_cells(r))
+    else:
+        coef = groups["parameter"].str.replace(r"\[.*\]$", "", regex=True)
+        for name, g in groups.groupby(coef, sort=False):
+            rows.append(
+                [
+                    f"{name}[{len(g)} groups]",
+                    "-",
+                    "-",
+                    "-",
+                    f"{int(g['inside_90'].sum())}/{len(g)}",
+                    f"rmse {np.sqrt(np.mean(np.square(g['error']))):.3f}",
+                ]
+            )
+    inside = int(part["inside_90"].sum())
+    return rows, f"{inside} of {len(part)} true values inside their 90% interval"
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+_RECOVERY_HEADER = ["parameter", "truth", "mean", "90% interval", "inside", "error"]
+_COVERAGE_HEADER = [
+    "parameter",
+    "fits",
+    "50% coverage",
+    "90% coverage",
+    "mean error",
+    "rmse",
+    "mean sd",
+]
+
+
+def _coverage_rows(table: pd.DataFrame, experiment: str) -> list[list[str]]:
+    part = table[table["experiment"] == experiment]
+    return [
+        [
+            r["parameter"],
+            str(int(r["fits"])),
+            _fmt(r["coverage_50"], 2),
+            _fmt(r["coverage_90"], 2),
+            _fmt(r["mean_error"]),
+            _fmt(r["rmse"]),
+            _fmt(r["mean_sd"]),
+        ]
+        for _, r in part.iterrows()
+    ]
+
+
+def recovery_markdown(result: SimulationResult) -> str:
+    """recovery.md: what was simulated, what each fit recovered, what failed."""
+    out = [f"# Recovery: {result.name}", ""]
+    out.append(
+        f"Seed {result.seed}, {result.replicates} replicate(s), truth: "
+        f"{result.truth_kind}, {result.seconds:.0f} s."
+    )
+    out += [
+        "",
+        "Truth of each posterior parameter: group values are the simulated ones; "
+        "`mu_*`/`sigma_*` the generating population mean and between-group sd (none when "
+        "the truth was given as per-group coefficients); a coefficient the fit takes as "
+        "common to all groups (all of a pooled fit's) is compared with the row-weighted "
+        "mean of the group values; `sigma` is the generating residual sd. Intervals are "
+        "central (equal-tailed) posterior intervals; the full table is `recovery.csv`.",
+        "",
+    ]
+    for exp in result.experiments:
+        out.append(f"## {exp}")
+        if exp in result.fit_dirs:
+            out.append(f"Fit: `{result.fit_dirs[exp]}`")
+        out.append("")
+        if result.coverage is None:
+            rows, verdict = recovery_lines(result.recovery, exp)
+            out += [_markdown_table(_RECOVERY_HEADER, rows), "", verdict, ""]
+        else:
+            out += [_markdown_table(_COVERAGE_HEADER, _coverage_rows(result.coverage, exp)), ""]
+    if result.coverage is not None:
+        out += [
+            "## Ranks",
+            "`ranks.png`: for each population parameter, the rank of the truth among the "
+            "posterior draws (as a fraction of the draws), one per replicate. They are "
+            "uniform for a calibrated model only when the truth is drawn from the fitted "
+            "model's own prior (`truth: prior`, simulation-based calibration); with a fixed "
+            f"truth (this run: `{result.truth_kind}`) they are drawn anyway, for a look, and "
+            "need not be uniform. Ranks of autocorrelated draws are noisier than those of "
+            "independent ones.",
+            "",
+        ]
+    if result.failures:
+        out += [
+            "## Failures",
+            "",
+            _markdown_table(
+                ["replicate", "seed", "experiment", "error"],
+                [
+                    [
+                        f["replicate"],
+                        f["seed"],
+                        f["experiment"] or "(data)",
+                        f["error"].replace("|", "\\|"),
+                    ]
+                    for f in result.failures
+                ],
+            ),
+            "",
+            "A replicate is fully determined by its seed: `hbreg simulate CONFIG --set "
+            "seed=SEED --replicates 1` runs that one again.",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def render_recovery(console, result: SimulationResult) -> None:
+    """Recovery (one replicate) or coverage (several) per experiment; the directory last."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if result.coverage is None:
+        for exp in result.experiments:
+            rows, verdict = recovery_lines(result.recovery, exp)
+            if not rows:
+                continue
+            table = Table(title=f"Recovery: {exp}", caption=verdict)
+            for col in _RECOVERY_HEADER:
+                table.add_column(col, justify="left" if col == "parameter" else "right")
+            for row in rows:
+                style = "red" if row[4] == "NO" else None
+                table.add_row(*map(escape, row), style=style)
+            console.print(table)
+    else:
+        table = Table(
+            title=f"Coverage over {result.replicates} replicates (truth: {result.truth_kind})"
+        )
+        for col in ["parameter", "fits", "cov 50%", "cov 90%", "mean err", "rmse", "mean sd"]:
+            table.add_column(col, justify="left" if col == "parameter" else "right")
+        for exp in result.experiments:
+            table.add_row(f"[bold]{escape(exp)}[/]")
+            rows = _coverage_rows(result.coverage, exp)
+            for k, row in enumerate(rows):
+                table.add_row(*map(escape, row), end_section=k == len(rows) - 1)
+        console.print(table)
+    for f in result.failures:
+        what = f"experiment {f['experiment']}" if f["experiment"] else "data generation"
+        console.print(
+            f"[red]failed:[/] replicate {f['replicate']} (seed {f['seed']}), "
+            f"{escape(what)}: {escape(f['error'])}",
+            highlight=False,
+        )
+    console.print(f"time: {result.seconds:.1f}s", highlight=False)
+    console.print(f"simulation directory: [bold]{escape(str(result.path))}[/]", highlight=False)
