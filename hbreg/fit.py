@@ -20,7 +20,7 @@ import pandas as pd
 from hbreg import __version__
 from hbreg._gc import gc_paused
 from hbreg.config import Config, dump_config
-from hbreg.data import ModelData, load_model_data
+from hbreg.data import ModelData, load_model_data, with_formula_roles
 from hbreg.inference import ProgressCallback, resolve_backend, sample
 from hbreg.names import (
     COEF_DIM,
@@ -62,7 +62,9 @@ def prepare(config: Config) -> tuple[Config, ModelData]:
     and the manifest.
     """
     resolve_backend(config.sampler.backend)
-    data = _with_design_checks(config, load_model_data(config))
+    data = load_model_data(config)
+    config = with_formula_roles(config, data)
+    data = _with_design_checks(config, data)
     from hbreg.models import resolve_parameterization
 
     resolve_parameterization(config)

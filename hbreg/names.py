@@ -17,6 +17,7 @@ The `constant_data` group of `idata.nc` (what a fit stores about its rows, so th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ __all__ = [
     "clashes",
     "correlation",
     "correlation_pairs",
+    "design_coefficient",
     "group_predictor_effect",
     "group_sd",
     "internal_names",
@@ -76,6 +78,23 @@ def group_sd(coef: str) -> str:
 def group_predictor_effect(coef: str, predictor: str) -> str:
     """`gamma_<coef>_<predictor>`: how a group-level predictor shifts `mu_<coef>`."""
     return f"gamma_{coef}_{predictor}"
+
+
+_CODED = re.compile(r"\b[CT]\(\s*(`[^`]+`|[A-Za-z_][\w.]*)\s*(?:,(?:[^()]|\([^()]*\))*)?\)")
+
+
+def design_coefficient(column: str) -> str:
+    """The coefficient name of a formula design column (formulae's column name).
+
+    `Intercept` -> `intercept`; a categorical level `type[Sngl]` (or `C(type, ...)[Sngl]`)
+    -> `type_Sngl`, so it cannot be read as a group entry `name[label]`; interactions keep
+    their colon (`floor:type_Sngl`). A `/` (not allowed in a stored name) becomes `_over_`.
+    """
+    if column == "Intercept":
+        return INTERCEPT
+    name = _CODED.sub(lambda m: m[1].strip("`"), column)
+    name = re.sub(r"\[([^\]]*)\]", r"_\1", name)
+    return name.replace("/", "_over_")
 
 
 def correlation(coef_a: str, coef_b: str) -> str:

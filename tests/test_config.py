@@ -75,6 +75,11 @@ EXPECTED = {
     "and at least two varying coefficients",
     "wrong_group_corr_prior.yaml": "priors -> group_corr: LKJ parameter eta must be a positive",
     "wrong_correlated_centered.yaml": "correlated group effects are sampled 'marginal' or",
+    "wrong_formula_clash.yaml": "model.formula clashes with data.outcome, data.group",
+    "wrong_formula_unsupported.yaml": "unsupported term 'poly(floor, 2)'",
+    "wrong_formula_unknown_variable.yaml": "unknown variable 'countie' in term "
+    "'(1 + floor | countie)' (did you mean 'county'?)",
+    "wrong_formula_single_level.yaml": "the factor 'g' of model.formula term '(1 | g)' has 1",
     # data sources and data files
     "wrong_dataset_name.yaml": "unknown built-in dataset 'radom'. Did you mean 'radon'?",
     "wrong_column_missing.yaml": "column(s) ['Floor'] not found in built-in dataset 'radon' "

@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 from hbreg.config import load_config
-from hbreg.data import load_model_data
+from hbreg.data import load_model_data, with_formula_roles
 from hbreg.names import CORRELATION_CHOLESKY, clashes, correlation, correlation_pairs, parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,8 @@ def _built(parameterization: str):
     config = load_config(
         CONFIGS / "sleepstudy_corr.yaml", [f"model.parameterization={parameterization}"]
     )
-    return build_model(config, load_model_data(config))
+    data = load_model_data(config)
+    return build_model(with_formula_roles(config, data), data)
 
 
 def test_same_names_and_prior_in_both_parameterizations():

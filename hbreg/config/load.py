@@ -340,4 +340,11 @@ def _fields_at(loc: list[str], schema: type[BaseModel]) -> list[str]:
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML: every default filled in, so refitting it repeats the run."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    dumped = config.model_dump(mode="json")
+    if config.model.formula is not None:  # the formula alone says what the roles are
+        from hbreg.config.schema import FORMULA_ROLE_KEYS
+
+        for section, keys in FORMULA_ROLE_KEYS.items():
+            for key in keys:
+                dumped[section].pop(key, None)
+    return yaml.safe_dump(dumped, sort_keys=False)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hbreg.config.formula import FormulaError, parse_formula
 from hbreg.config.priors import PriorProblem, check_correlation_prior, check_prior
 from hbreg.names import (
     RESIDUAL_SD,
@@ -26,8 +27,10 @@ from hbreg.names import (
 __all__ = [
     "PLOT_KINDS",
     "Config",
+    "FORMULA_ROLE_KEYS",
     "coefficient_names",
     "name_clashes",
+    "role_problems",
     "parameter_names",
     "prior_for",
     "varying_names",
@@ -70,6 +73,7 @@ class DataConfig(_Section):
     group: str | None = None
     group_predictors: list[str] = []
     missing: Literal["error", "drop"] = "error"
+    reference_levels: dict[str, str | int | float | bool] = {}
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -94,6 +98,24 @@ class ModelConfig(_Section):
     parameterization: Literal["auto", "marginal", "centered", "noncentered"] = "auto"
     family: Literal["gaussian"] = "gaussian"
     correlated: bool = False
+    formula: str | None = None
+
+    @field_validator("formula")
+    @classmethod
+    def _parsable(cls, text):
+        if text is not None:
+            try:
+                parse_formula(text)
+            except FormulaError as exc:
+                raise ValueError(str(exc)) from None
+        return text
+
+
+# Keys a formula replaces (`model.formula` and these are one or the other).
+FORMULA_ROLE_KEYS = {
+    "data": ("outcome", "predictors", "group", "group_predictors"),
+    "model": ("pooling", "intercept", "varying", "group_predictors_for", "correlated"),
+}
 
 
 def _prior(**spec) -> dict:
@@ -190,55 +212,85 @@ class Config(_Section):
             )
         return name
 
+    @model_validator(mode="before")
+    @classmethod
+    def _formula_or_roles(cls, raw):
+        """A formula names the outcome, predictors, groups and varying terms: roles clash."""
+        model, data = (raw.get("model"), raw.get("data")) if isinstance(raw, dict) else (0, 0)
+        if not isinstance(model, dict) or not isinstance(model.get("formula"), str):
+            return raw
+        if not isinstance(data, dict):
+            return raw
+        given = [
+            f"{section}.{key}"
+            for section, keys in FORMULA_ROLE_KEYS.items()
+            for key in keys
+            if key in {"data": data, "model": model}[section]
+        ]
+        if given:
+            raise ValueError(
+                f"model.formula clashes with {', '.join(given)}: a config gives either a formula "
+                "or the roles (data.outcome, data.predictors, data.group, model.varying, ...); "
+                "remove one"
+            )
+        lhs = model["formula"].partition("~")[0].strip().strip("`")
+        return {**raw, "data": {**data, "outcome": lhs or "?"}}
+
     @model_validator(mode="after")
     def _consistent(self):
-        coefs = coefficient_names(self)
-        if not coefs:
-            raise ValueError(
-                "the model has no coefficients: set model.intercept or data.predictors"
-            )
-        if self.model.pooling != "pooled" and self.data.group is None:
-            raise ValueError(f"model.pooling '{self.model.pooling}' needs data.group")
-        bad = [c for c in self.model.varying or [] if c not in coefs]
-        if bad:
-            raise ValueError(f"model.varying lists {bad}; coefficients are {coefs}")
-        if self.model.correlated and (
-            self.model.pooling != "hierarchical" or len(varying_names(self)) < 2
-        ):
-            raise ValueError(
-                "model.correlated needs model.pooling 'hierarchical' and at least two varying "
-                f"coefficients (here {self.model.pooling}, varying {varying_names(self)})"
-            )
-        if self.data.group_predictors and self.model.pooling != "hierarchical":
-            raise ValueError("data.group_predictors need model.pooling 'hierarchical'")
-        if self.data.group_predictors:
-            varying = varying_names(self)
-            bad = [c for c in self.model.group_predictors_for if c not in varying]
-            if bad:
-                raise ValueError(
-                    f"model.group_predictors_for lists {bad}; group predictors shift the means "
-                    f"of varying coefficients, here {varying}"
-                )
-        problems = name_clashes(self)
-        if problems:
-            raise ValueError("; ".join(problems))
-        names = parameter_names(self)
-        for pname, spec in self.priors.overrides.items():
-            if pname not in names:
-                close = difflib.get_close_matches(pname, names, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                problems.append(
-                    f"priors.overrides: no parameter '{pname}'.{hint} "
-                    f"Parameters: {', '.join(names)}"
-                )
-                continue
-            try:
-                check_prior(spec, positive=names[pname] == "scale")
-            except PriorProblem as exc:
-                problems.append(f"priors.overrides -> {pname}: {exc}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        if self.model.formula is None and self.data.reference_levels:
+            raise ValueError("data.reference_levels applies to model.formula configs")
+        if self.model.formula is None:
+            problems = role_problems(self)
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
+
+
+def role_problems(config: Config) -> list[str]:
+    """Everything wrong with the roles of a config (checked after data for formula configs)."""
+    coefs = coefficient_names(config)
+    if not coefs:
+        return ["the model has no coefficients: set model.intercept or data.predictors"]
+    if config.model.pooling != "pooled" and config.data.group is None:
+        return [f"model.pooling '{config.model.pooling}' needs data.group"]
+    bad = [c for c in config.model.varying or [] if c not in coefs]
+    if bad:
+        return [f"model.varying lists {bad}; coefficients are {coefs}"]
+    if config.model.correlated and (
+        config.model.pooling != "hierarchical" or len(varying_names(config)) < 2
+    ):
+        return [
+            "model.correlated needs model.pooling 'hierarchical' and at least two varying "
+            f"coefficients (here {config.model.pooling}, varying {varying_names(config)})"
+        ]
+    if config.data.group_predictors and config.model.pooling != "hierarchical":
+        return ["data.group_predictors need model.pooling 'hierarchical'"]
+    if config.data.group_predictors:
+        varying = varying_names(config)
+        bad = [c for c in config.model.group_predictors_for if c not in varying]
+        if bad:
+            return [
+                f"model.group_predictors_for lists {bad}; group predictors shift the means "
+                f"of varying coefficients, here {varying}"
+            ]
+    problems = name_clashes(config)
+    if problems:
+        return problems
+    names = parameter_names(config)
+    for pname, spec in config.priors.overrides.items():
+        if pname not in names:
+            close = difflib.get_close_matches(pname, names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            problems.append(
+                f"priors.overrides: no parameter '{pname}'.{hint} Parameters: {', '.join(names)}"
+            )
+            continue
+        try:
+            check_prior(spec, positive=names[pname] == "scale")
+        except PriorProblem as exc:
+            problems.append(f"priors.overrides -> {pname}: {exc}")
+    return problems
 
 
 def coefficient_names(config: Config) -> list[str]:

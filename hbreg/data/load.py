@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from hbreg.config import Config, coefficient_names, varying_names
+from hbreg.config.formula import Formula, parse_formula
 from hbreg.data.datasets import BUILTIN_DATASETS
+from hbreg.data.formula import apply_reference_levels, formula_design
 from hbreg.errors import DataError
 
 __all__ = ["BUILTIN_DATASETS", "ModelData", "load_frame", "load_model_data", "to_model_data"]
@@ -42,6 +44,7 @@ class ModelData:
     group_dim: str | None = None
     group_X: np.ndarray | None = None  # (G, q) group-level predictors
     group_predictor_names: list[str] = field(default_factory=list)
+    correlated: bool = False  # the varying coefficients have an LKJ correlation
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
     design_checks: list | None = None  # hbreg.data.checks.DesignCheck, filled by fit.prepare
@@ -70,21 +73,37 @@ def load_frame(config: Config) -> tuple[pd.DataFrame, str]:
                 f"Built-in: {', '.join(BUILTIN_DATASETS)} (or give data.path)"
             )
         frame = BUILTIN_DATASETS[spec.dataset].load()
-        _require_columns(frame.columns, columns, f"built-in dataset '{spec.dataset}'")
-        return frame[columns], f"built-in dataset '{spec.dataset}'"
+        where = f"built-in dataset '{spec.dataset}'"
+        _require_columns(frame.columns, columns, where, _formula(config))
+        return frame[columns], where
     path = Path(spec.path)
-    return _read_file(path, columns), f"data file '{path}'"
+    return _read_file(path, columns, _formula(config)), f"data file '{path}'"
+
+
+def _formula(config: Config) -> Formula | None:
+    return None if config.model.formula is None else parse_formula(config.model.formula)
 
 
 def _used_columns(config: Config) -> list[str]:
+    formula = _formula(config)
+    if formula is not None:
+        return list(formula.variables)
     spec = config.data
     cols = [spec.outcome, *spec.predictors, *spec.group_predictors]
     return cols + ([spec.group] if spec.group else [])
 
 
-def _require_columns(present, needed: list[str], where: str) -> None:
+def _require_columns(present, needed: list[str], where: str, formula=None) -> None:
     present = [str(c) for c in present]
     missing = [c for c in needed if c not in present]
+    if missing and formula is not None:
+        column = missing[0]
+        close = difflib.get_close_matches(column, present, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DataError(
+            f"model.formula: unknown variable '{column}' in term '{formula.term_using(column)}'"
+            f"{hint}; {where} has columns: {', '.join(present)}"
+        )
     if missing:
         hints = []
         for column in missing:
@@ -102,7 +121,7 @@ def _require_columns(present, needed: list[str], where: str) -> None:
         )
 
 
-def _read_file(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_file(path: Path, columns: list[str], formula=None) -> pd.DataFrame:
     if path.is_dir():
         raise DataError(f"data.path: '{path}' is a directory; give a .csv, .tsv or .parquet file")
     if not path.is_file():
@@ -121,9 +140,9 @@ def _read_file(path: Path, columns: list[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            frame = _read_parquet(path, columns)
+            frame = _read_parquet(path, columns, formula)
         elif suffix in {".csv", ".tsv", ".txt"}:
-            frame = _read_csv(path, columns, sep="\t" if suffix == ".tsv" else ",")
+            frame = _read_csv(path, columns, formula, sep="\t" if suffix == ".tsv" else ",")
         else:
             raise DataError(
                 f"data file '{path}': expected a .csv, .tsv or .parquet file, "
@@ -150,7 +169,7 @@ def _too_many_rows(path: Path, rows: int, *, streaming: bool = True) -> DataErro
     )
 
 
-def _read_csv(path: Path, columns: list[str], *, sep: str) -> pd.DataFrame:
+def _read_csv(path: Path, columns: list[str], formula=None, *, sep: str) -> pd.DataFrame:
     not_utf8 = (
         f"data file '{path}' is not UTF-8 text (Latin-1 or an Excel export?); re-save it as UTF-8"
     )
@@ -173,7 +192,7 @@ def _read_csv(path: Path, columns: list[str], *, sep: str) -> pd.DataFrame:
             f"something other than {sep!r} (hbreg reads comma-separated .csv and "
             "tab-separated .tsv)"
         )
-    _require_columns(header, columns, f"data file '{path}'")
+    _require_columns(header, columns, f"data file '{path}'", formula)
     # Read in chunks, keeping only the used columns, so a huge file is refused before it
     # is all in memory. Not `usecols`: with it pandas silently drops the extra fields of a
     # row longer than the header (an unquoted comma in a label shifts later columns).
@@ -211,7 +230,7 @@ def _read_csv(path: Path, columns: list[str], *, sep: str) -> pd.DataFrame:
     return frame[columns]
 
 
-def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str], formula=None) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
@@ -222,7 +241,7 @@ def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
     duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if duplicated:
         raise DataError(f"data file '{path}' has duplicated column name(s) {duplicated}")
-    _require_columns(schema.names, columns, f"data file '{path}'")
+    _require_columns(schema.names, columns, f"data file '{path}'", formula)
     if metadata.num_rows > MAX_ROWS:
         raise _too_many_rows(path, metadata.num_rows, streaming=False)
     try:
@@ -243,11 +262,14 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
     """Validate a data frame against the config and encode it as arrays."""
     spec = config.data
     notes: list[str] = []
-    numeric = [spec.outcome, *spec.predictors, *spec.group_predictors]
+    formula = _formula(config)
+    numeric = (
+        [spec.outcome] if formula else [spec.outcome, *spec.predictors, *spec.group_predictors]
+    )
     frame = frame.copy()
     for col in numeric:
         frame[col] = _numeric(frame[col], col, source)
-    used = numeric + ([spec.group] if spec.group else [])
+    used = _used_columns(config)
     missing = frame[used].isna()
     if missing.any().any():
         counts = {c: int(n) for c, n in missing.sum().items() if n}
@@ -274,12 +296,24 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
         raise DataError(
             f"{source}: outcome '{spec.outcome}' is constant ({y[0]}); nothing to model"
         )
-    coef_names = coefficient_names(config)
-    columns = [np.ones(len(frame))] if config.model.intercept else []
-    columns += [frame[p].to_numpy(dtype=float) for p in spec.predictors]
-    X = np.column_stack(columns)
+    if formula is not None:
+        frame = apply_reference_levels(frame.reset_index(drop=True), spec.reference_levels, formula)
+        design = formula_design(frame, formula, source=source)
+        X, coef_names, varying = design.X, design.coef_names, design.varying
+        group, correlated = design.group, design.correlated
+        has_intercept = "intercept" in coef_names
+        notes += design.notes
+        if not np.isfinite(X).all():
+            raise DataError(f"{source}: model.formula '{formula.population}' gives infinite values")
+    else:
+        coef_names, varying = coefficient_names(config), varying_names(config)
+        group, correlated = spec.group, config.model.correlated
+        has_intercept = config.model.intercept
+        columns = [np.ones(len(frame))] if config.model.intercept else []
+        columns += [frame[p].to_numpy(dtype=float) for p in spec.predictors]
+        X = np.column_stack(columns)
     for name, col in zip(coef_names, X.T, strict=True):
-        if name != "intercept" and np.ptp(col) == 0 and config.model.intercept:
+        if name != "intercept" and np.ptp(col) == 0 and has_intercept:
             raise DataError(
                 f"{source}: predictor '{name}' is constant ({col[0]}); it cannot be told "
                 "apart from the intercept"
@@ -288,12 +322,17 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
         y=y,
         X=X,
         coef_names=coef_names,
-        varying=varying_names(config),
+        varying=varying,
         outcome=spec.outcome,
+        correlated=correlated,
         notes=notes,
     )
-    if spec.group is not None:
-        data.update(_encode_groups(frame, config, source, notes))
+    if group is not None:
+        pooling = "hierarchical" if formula else config.model.pooling
+        term = formula.blocks[0].text if formula else None
+        data.update(
+            _encode_groups(frame, group, pooling, spec.group_predictors, source, notes, term)
+        )
     data["fingerprint"] = _fingerprint(data)
     return ModelData(**data)
 
@@ -319,33 +358,45 @@ def _numeric(column: pd.Series, name: str, source: str) -> pd.Series:
     return converted
 
 
-def _encode_groups(frame: pd.DataFrame, config: Config, source: str, notes: list[str]) -> dict:
-    spec = config.data
-    labels_raw = frame[spec.group].astype(str)
+def _encode_groups(
+    frame: pd.DataFrame,
+    group: str,
+    pooling: str,
+    group_predictors: list[str],
+    source: str,
+    notes: list[str],
+    term: str | None = None,
+) -> dict:
+    labels_raw = frame[group].astype(str)
     codes, labels = pd.factorize(labels_raw, sort=False)
     n_groups = len(labels)
-    if n_groups < 2 and config.model.pooling != "pooled":
+    if n_groups < 2 and term is not None:
         raise DataError(
-            f"{source}: group column '{spec.group}' has {n_groups} group; "
-            f"{config.model.pooling} models need at least 2 (or use model.pooling: pooled)"
+            f"{source}: the factor '{group}' of model.formula term '{term}' has {n_groups} "
+            "level; a group term needs at least 2"
+        )
+    if n_groups < 2 and pooling != "pooled":
+        raise DataError(
+            f"{source}: group column '{group}' has {n_groups} group; "
+            f"{pooling} models need at least 2 (or use model.pooling: pooled)"
         )
     # groups whose rows cannot inform their slopes: hbreg.data.checks.uninformed_slopes
     group_X = None
-    if spec.group_predictors:
-        by_group = frame[spec.group_predictors].groupby(codes)
-        varies = [c for c in spec.group_predictors if (by_group[c].nunique() > 1).any()]
+    if group_predictors:
+        by_group = frame[group_predictors].groupby(codes)
+        varies = [c for c in group_predictors if (by_group[c].nunique() > 1).any()]
         if varies:
             raise DataError(
-                f"{source}: group predictor(s) {varies} vary within a {spec.group}; "
+                f"{source}: group predictor(s) {varies} vary within a {group}; "
                 "a group-level predictor must take one value per group"
             )
         group_X = by_group.first().sort_index().to_numpy(dtype=float)
     return dict(
         group_idx=codes.astype(np.int64),
         group_labels=[str(label) for label in labels],
-        group_dim=spec.group,
+        group_dim=group,
         group_X=group_X,
-        group_predictor_names=list(spec.group_predictors),
+        group_predictor_names=list(group_predictors),
     )
 
 
