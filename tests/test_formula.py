@@ -180,3 +180,23 @@ def test_radon_formula_reproduces_the_role_based_summary(tmp_path, cli):
         (run,) = [p for p in root.iterdir() if p.is_dir()]
         summaries.append(pd.read_csv(run / "summary.csv", index_col=0))
     pd.testing.assert_frame_equal(summaries[0], summaries[1], check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "name,rows,factors",
+    [
+        ("penicillin", 144, {"plate": 24, "sample": 6}),
+        ("pastes", 60, {"batch": 10, "cask": 3, "sample": 30}),
+        ("dyestuff", 30, {"Batch": 6}),
+        ("exam", 4059, {"school": 65}),
+    ],
+)
+def test_builtin_datasets_for_the_classic_structures(name, rows, factors, cli):
+    from hbreg.data import BUILTIN_DATASETS
+
+    frame = BUILTIN_DATASETS[name].load()
+    assert len(frame) == rows
+    for column, levels in factors.items():
+        assert frame[column].nunique() == levels and frame[column].dtype != np.int64
+    result = cli("datasets")
+    assert result.exit_code == 0 and name in result.output
