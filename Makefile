@@ -41,9 +41,11 @@ compare: install ## Fit the radon models if needed, then rank them and draw the 
 simulate: install ## Simulate the notebook's two-group example and report the recovery
 	$(HBREG) simulate configs/simulate_two_groups.yaml
 
-bench: install ## Benchmarks against a plain PyMC script, measured in the same run
+bench: install ## Benchmarks against plain PyMC scripts and non-centered sampling, measured in the same run
 	$(BIN)/python bench/bench_radon.py
 	$(BIN)/python bench/bench_scaling.py
+	$(BIN)/python bench/bench_correlated.py
+	$(BIN)/python bench/bench_crossed.py
 
 lint: install ## Lint and check formatting with ruff
 	$(BIN)/ruff check hbreg tests bench

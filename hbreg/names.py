@@ -5,7 +5,8 @@ after its predictor and the constant is `intercept`; a hierarchical coefficient 
 population mean `mu_<coef>`, a between-group sd `sigma_<coef>` and, for each
 group-level predictor that shifts its mean, `gamma_<coef>_<predictor>`; with correlated
 group effects each pair of varying coefficients has its correlation `corr_<coefA>_<coefB>`
-(in varying order, one scalar per pair); the residual sd is `sigma`. Builders add
+(in varying order, one scalar per pair); the residual sd is `sigma`. With several grouping
+factors the group-level names end in `|<factor>` (`sigma_intercept|plate`). Builders add
 internal variables (`<coef>_offset`, `<name>_signed`, `corr_cholesky`) that are dropped
 before the posterior is stored. Because the names are built from column
 names, a column can collide with one of them; `clashes` finds those collisions so the
@@ -38,6 +39,10 @@ __all__ = [
     "correlation",
     "correlation_pairs",
     "design_coefficient",
+    "factor_cholesky",
+    "factor_correlation",
+    "factor_effect",
+    "factor_sd",
     "group_predictor_effect",
     "group_sd",
     "internal_names",
@@ -111,6 +116,31 @@ def correlation_pairs(varying: Iterable[str]) -> list[tuple[int, int, str]]:
     return [
         (a, b, correlation(varying[b], varying[a])) for a in range(len(varying)) for b in range(a)
     ]
+
+
+# Several grouping factors (crossed `(1 | a) + (1 | b)`, nested `(1 | a/b)`): each name says
+# its factor after a `|`, as lme4 writes the term. A coefficient varying by any factor keeps
+# its population mean `mu_<coef>`; one factor alone keeps the names above exactly.
+
+
+def factor_sd(coef: str, factor: str) -> str:
+    """`sigma_<coef>|<factor>`: the sd of `coef`'s effects across the levels of `factor`."""
+    return f"sigma_{coef}|{factor}"
+
+
+def factor_effect(coef: str, factor: str) -> str:
+    """`<coef>|<factor>`: each level's deviation from `mu_<coef>` (dimension `factor`)."""
+    return f"{coef}|{factor}"
+
+
+def factor_correlation(coef_a: str, coef_b: str, factor: str) -> str:
+    """`corr_<coefA>_<coefB>|<factor>`: the correlation of two effects of `factor`."""
+    return f"{correlation(coef_a, coef_b)}|{factor}"
+
+
+def factor_cholesky(factor: str) -> str:
+    """Internal LKJ Cholesky factor of one factor's correlations (never stored)."""
+    return f"{CORRELATION_CHOLESKY}|{factor}"
 
 
 def offset(coef: str) -> str:

@@ -33,7 +33,7 @@ class GroupBlock:
 
     text: str  # "(1 + floor | county)"
     expr: str  # "1 + floor"
-    factor: str  # "county"
+    factors: tuple[str, ...]  # ("county",); `(1 | g1/g2)` gives ("g1", "g1:g2")
     correlated: bool  # `|` (True) or `||` (False)
     variables: tuple[str, ...]
 
@@ -168,20 +168,10 @@ def _block(term: str) -> GroupBlock | None:
         if any(type(c).__name__ != "Variable" for c in fac.components):
             raise FormulaError(f"unsupported term '{term}': the factor must name columns")
         names.append(":".join(c.name for c in fac.components))
-    if len(names) != 1:
-        raise FormulaError(
-            f"unsupported term '{term}': it makes {len(names)} grouping factors "
-            f"({', '.join(names)}); hbreg fits one grouping factor per model for now"
-        )
-    if ":" in names[0]:
-        raise FormulaError(
-            f"unsupported term '{term}': an interaction of factors; hbreg fits one grouping "
-            "column per model for now"
-        )
     return GroupBlock(
         text=term,
         expr=expr,
-        factor=names[0],
+        factors=tuple(names),
         correlated=bars[0] == "|",
         variables=tuple(sorted(description.var_names - {""})),
     )
@@ -201,15 +191,13 @@ def _check_calls(term: str, terms) -> None:
 
 
 def _check_blocks(blocks: list[GroupBlock]) -> None:
-    factors = list(dict.fromkeys(b.factor for b in blocks))
-    if len(factors) > 1:
-        raise FormulaError(
-            f"unsupported term '{blocks[-1].text}': several grouping factors "
-            f"({', '.join(factors)}); hbreg fits one grouping factor per model for now"
-        )
-    if len(blocks) > 1:
-        raise FormulaError(
-            f"unsupported term '{blocks[1].text}': '{blocks[1].factor}' appears in two group "
-            f"terms; write one, e.g. '(1 + x | {blocks[1].factor})' or '(1 + x || "
-            f"{blocks[1].factor})'"
-        )
+    seen: dict[str, str] = {}
+    for block in blocks:
+        for factor in block.factors:
+            if factor in seen:
+                raise FormulaError(
+                    f"unsupported term '{block.text}': '{factor}' is already a factor of "
+                    f"'{seen[factor]}'; give each factor one group term, e.g. "
+                    f"'(1 + x | {factor})' or '(1 + x || {factor})'"
+                )
+            seen[factor] = block.text

@@ -2,10 +2,11 @@
 
 from hbreg.data.datasets import BUILTIN_DATASETS
 from hbreg.data.formula import with_formula_roles
-from hbreg.data.load import ModelData, load_frame, load_model_data, to_model_data
+from hbreg.data.load import GroupFactor, ModelData, load_frame, load_model_data, to_model_data
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "GroupFactor",
     "ModelData",
     "load_frame",
     "load_model_data",

@@ -20,9 +20,26 @@ from hbreg.config.schema import role_problems
 from hbreg.errors import ConfigError, DataError
 from hbreg.names import INTERCEPT, design_coefficient
 
-__all__ = ["FormulaDesign", "apply_reference_levels", "formula_design", "with_formula_roles"]
+__all__ = [
+    "FactorDesign",
+    "FormulaDesign",
+    "apply_reference_levels",
+    "formula_design",
+    "with_formula_roles",
+]
 
 _NAMESPACE = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt}
+
+
+@dataclass(frozen=True)
+class FactorDesign:
+    """One grouping factor of a formula: its columns and the coefficients varying by it."""
+
+    name: str  # "county", or "batch:cask" for an interaction (nested `batch/cask`)
+    columns: tuple[str, ...]
+    varying: list[str]
+    correlated: bool
+    term: str  # the group term as written
 
 
 @dataclass(frozen=True)
@@ -31,9 +48,7 @@ class FormulaDesign:
 
     X: np.ndarray
     coef_names: list[str]
-    varying: list[str]
-    group: str | None
-    correlated: bool
+    factors: list[FactorDesign]
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,22 +83,29 @@ def formula_design(frame: pd.DataFrame, formula: Formula, *, source: str) -> For
         raise DataError(f"model.formula: coefficient name(s) {repeated} made twice; rename")
     X = np.asarray(common.design_matrix, dtype=float)
     notes = _reference_notes(common)
-    if not formula.blocks:
-        return FormulaDesign(X, coef_names, [], None, False, notes)
-    (block,) = formula.blocks
-    expr = _design(block.expr, frame, formula, source)
-    wanted = [design_coefficient(c) for c in expr.as_dataframe().columns]
-    missing = [c for c in wanted if c not in coef_names]
-    if missing:
-        raise DataError(
-            f"model.formula: {missing} vary by '{block.factor}' in '{block.text}' but are not "
-            "in the population part; hbreg gives every varying coefficient a population mean, "
-            f"so add them (population coefficients: {coef_names})"
-        )
-    varying = [c for c in coef_names if c in wanted]
-    return FormulaDesign(
-        X, coef_names, varying, block.factor, block.correlated and len(varying) > 1, notes
-    )
+    factors = []
+    for block in formula.blocks:
+        expr = _design(block.expr, frame, formula, source)
+        wanted = [design_coefficient(c) for c in expr.as_dataframe().columns]
+        missing = [c for c in wanted if c not in coef_names]
+        if missing:
+            raise DataError(
+                f"model.formula: {missing} vary in '{block.text}' but are not in the population "
+                "part; hbreg gives every varying coefficient a population mean, so add them "
+                f"(population coefficients: {coef_names})"
+            )
+        varying = [c for c in coef_names if c in wanted]
+        for name in block.factors:
+            factors.append(
+                FactorDesign(
+                    name,
+                    tuple(name.split(":")),
+                    varying,
+                    block.correlated and len(varying) > 1,
+                    block.text,
+                )
+            )
+    return FormulaDesign(X, coef_names, factors, notes)
 
 
 def _design(rhs: str, frame: pd.DataFrame, formula: Formula, source: str):
@@ -121,6 +143,8 @@ def with_formula_roles(config: Config, data) -> Config:
     """The config with the roles its formula implies filled in, for the model builders.
 
     `dump_config` leaves them out again, so the saved config still holds the formula alone.
+    With several grouping factors the roles describe the factor with the most levels
+    (the one `data.group_idx` encodes); the builder reads every factor from `data.factors`.
     The checks that role-based configs get at validation (names that would clash, prior
     overrides of parameters the model does not have) run here, now that the names are known.
     """
@@ -142,6 +166,8 @@ def with_formula_roles(config: Config, data) -> Config:
             ),
         }
     )
+    if data.factors:  # several factors: the builder checks its own names and overrides
+        return resolved
     problems = role_problems(resolved)
     if problems:
         raise ConfigError("invalid config (model.formula):\n  " + "\n  ".join(problems))

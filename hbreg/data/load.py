@@ -23,11 +23,30 @@ from hbreg.data.datasets import BUILTIN_DATASETS
 from hbreg.data.formula import apply_reference_levels, formula_design
 from hbreg.errors import DataError
 
-__all__ = ["BUILTIN_DATASETS", "ModelData", "load_frame", "load_model_data", "to_model_data"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "GroupFactor",
+    "ModelData",
+    "load_frame",
+    "load_model_data",
+    "to_model_data",
+]
 
 MAX_FILE_BYTES = 4 * 1024**3
 MAX_ROWS = 50_000_000  # refused while reading, before the whole file is in memory
 _CHUNK_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class GroupFactor:
+    """One grouping factor of a model with several (crossed or nested) factors."""
+
+    name: str  # the dimension name: "plate", "batch:cask"
+    idx: np.ndarray  # (n,) int index into labels
+    labels: list[str]
+    varying: list[str]  # coefficients with an effect per level of this factor
+    correlated: bool
+    term: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,7 @@ class ModelData:
     group_X: np.ndarray | None = None  # (G, q) group-level predictors
     group_predictor_names: list[str] = field(default_factory=list)
     correlated: bool = False  # the varying coefficients have an LKJ correlation
+    factors: tuple[GroupFactor, ...] = ()  # all factors when a formula has several; else ()
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
     design_checks: list | None = None  # hbreg.data.checks.DesignCheck, filled by fit.prepare
@@ -299,15 +319,15 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
     if formula is not None:
         frame = apply_reference_levels(frame.reset_index(drop=True), spec.reference_levels, formula)
         design = formula_design(frame, formula, source=source)
-        X, coef_names, varying = design.X, design.coef_names, design.varying
-        group, correlated = design.group, design.correlated
+        X, coef_names, factors = design.X, design.coef_names, design.factors
+        varying, group, correlated = [], None, False
         has_intercept = "intercept" in coef_names
         notes += design.notes
         if not np.isfinite(X).all():
             raise DataError(f"{source}: model.formula '{formula.population}' gives infinite values")
     else:
         coef_names, varying = coefficient_names(config), varying_names(config)
-        group, correlated = spec.group, config.model.correlated
+        group, correlated, factors = spec.group, config.model.correlated, []
         has_intercept = config.model.intercept
         columns = [np.ones(len(frame))] if config.model.intercept else []
         columns += [frame[p].to_numpy(dtype=float) for p in spec.predictors]
@@ -327,11 +347,11 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
         correlated=correlated,
         notes=notes,
     )
-    if group is not None:
-        pooling = "hierarchical" if formula else config.model.pooling
-        term = formula.blocks[0].text if formula else None
+    if formula is not None and factors:
+        data.update(_encode_factors(frame, factors, source, notes))
+    elif group is not None:
         data.update(
-            _encode_groups(frame, group, pooling, spec.group_predictors, source, notes, term)
+            _encode_groups(frame, group, config.model.pooling, spec.group_predictors, source, notes)
         )
     data["fingerprint"] = _fingerprint(data)
     return ModelData(**data)
@@ -356,6 +376,40 @@ def _numeric(column: pd.Series, name: str, source: str) -> pd.Series:
             f"({len(bad)} row{'s' if len(bad) > 1 else ''}); {hint}"
         )
     return converted
+
+
+def _encode_factors(frame: pd.DataFrame, factors: list, source: str, notes: list[str]) -> dict:
+    """Codes of every formula factor (observed level combinations only, no dense matrix).
+
+    One factor gives the one-factor fields; several give `factors` too, with the one with
+    the most levels in the one-factor fields.
+    """
+    encoded = []
+    for factor in factors:
+        key = frame[factor.columns[0]].astype(str)
+        for column in factor.columns[1:]:
+            key = key + ":" + frame[column].astype(str)
+        frame = frame.assign(**{factor.name: key})
+        fields = _encode_groups(frame, factor.name, "hierarchical", [], source, notes, factor.term)
+        fields.update(varying=list(factor.varying), correlated=factor.correlated)
+        encoded.append(fields)
+    if len(encoded) == 1:
+        return encoded[0]
+    main = max(range(len(encoded)), key=lambda i: len(encoded[i]["group_labels"]))
+    return {
+        **encoded[main],
+        "factors": tuple(
+            GroupFactor(
+                name=factor.name,
+                idx=fields["group_idx"],
+                labels=fields["group_labels"],
+                varying=fields["varying"],
+                correlated=fields["correlated"],
+                term=factor.term,
+            )
+            for factor, fields in zip(factors, encoded, strict=True)
+        ),
+    }
 
 
 def _encode_groups(
@@ -407,4 +461,6 @@ def _fingerprint(data: dict) -> str:
     for key in ("y", "X", "group_idx"):
         if data.get(key) is not None:
             digest.update(np.ascontiguousarray(data[key]).tobytes())
+    for factor in data.get("factors", ()):
+        digest.update(np.ascontiguousarray(factor.idx).tobytes())
     return digest.hexdigest()[:16]

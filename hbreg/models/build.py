@@ -66,6 +66,7 @@ class BuiltModel:
     internal_vars: list[str] = field(default_factory=list)  # dropped from the posterior
     correlated: bool = False  # block coefficients with an LKJ correlation (CORRELATION_CHOLESKY)
     correlation_vars: list[str] = field(default_factory=list)  # corr_<a>_<b>, in pair order
+    several: object | None = None  # hbreg.models.several.SeveralFactors for several factors
 
 
 def resolve_parameterization(config: Config) -> str:
@@ -121,6 +122,10 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
     import pytensor.tensor as pt
 
     parameterization = resolve_parameterization(config)
+    if data.factors:
+        from hbreg.models.several import build_several
+
+        return build_several(config, data, parameterization)
     pooled = config.model.pooling == "pooled"
     block_coefs = _block_coef_names(config)
     coords = {} if pooled else {data.group_dim: data.group_labels}
@@ -261,6 +266,10 @@ def complete_posterior(built: BuiltModel, config: Config, data: ModelData, poste
     Draws are exact and seeded, so the same seed gives the same coefficients. Internal
     `*_offset` and `*_signed` variables are dropped.
     """
+    if built.several is not None:
+        from hbreg.models.several import complete_several
+
+        return complete_several(built, data, posterior, seed=seed)
     corr = None
     if built.correlated and built.parameterization == "marginal":
         low = posterior[CORRELATION_CHOLESKY].values

@@ -150,12 +150,15 @@ def draw_group_coefficients(
     chunk: int = 256,
     *,
     corr: np.ndarray | None = None,
+    wty: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact draws of the varying coefficients given each posterior draw's hyperparameters.
 
     coef_means: (S, G, p) coefficient vectors with prior means in the varying slots;
     tau: (S, k); sigma: (S,); corr: (S, k, k) prior correlation matrices, or None for
-    independent varying coefficients. Returns (S, G, k).
+    independent varying coefficients; wty: (S, G, p) per-draw W'y, for a model whose outcome
+    is shifted by a per-draw offset (other grouping factors), else `stats.wty`. Returns
+    (S, G, k).
     """
     n_draws, n_groups, _ = coef_means.shape
     k = len(varying)
@@ -165,7 +168,8 @@ def draw_group_coefficients(
         sl = slice(start, start + chunk)
         c = coef_means[sl]  # (s, G, p)
         s2 = (sigma[sl] ** 2)[:, None, None]
-        resid = stats.wty[None][..., varying] - np.einsum("gvp,sgp->sgv", stats.wtw[:, varying], c)
+        base = stats.wty[None] if wty is None else wty[sl]
+        resid = base[..., varying] - np.einsum("gvp,sgp->sgv", stats.wtw[:, varying], c)
         if corr is None:
             prior_precision = _diag(1 / tau[sl] ** 2)
         else:

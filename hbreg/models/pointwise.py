@@ -22,6 +22,8 @@ PPC_DRAWS = 500
 
 def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarray:
     """Mu for the selected flat draw indices: (len(draws), n)."""
+    if data.factors:
+        return _several_factors(posterior, data, draws)
     mu = np.zeros((len(draws), len(data.y)))
     for j, coef in enumerate(data.coef_names):
         values = _flat(posterior[coef])[draws]
@@ -30,6 +32,21 @@ def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarra
         else:
             values = values[:, None]
         mu += values * data.X[:, j]
+    return mu
+
+
+def _several_factors(posterior, data: ModelData, draws: np.ndarray) -> np.ndarray:
+    """Population part plus each factor's effects at each row's level."""
+    from hbreg.names import factor_effect, population_mean
+
+    mu = np.zeros((len(draws), len(data.y)))
+    for j, coef in enumerate(data.coef_names):
+        name = population_mean(coef) if population_mean(coef) in posterior else coef
+        mu += _flat(posterior[name])[draws][:, None] * data.X[:, j]
+    for factor in data.factors:
+        for coef in factor.varying:
+            effect = _flat(posterior[factor_effect(coef, factor.name)])[draws]
+            mu += effect[:, factor.idx] * data.X[:, data.coef_names.index(coef)]
     return mu
 
 
