@@ -147,6 +147,8 @@ def validate(
 
     cfg, data = prepare(load_config(config, overrides or []))
     groups = f", {data.n_groups} groups of '{data.group_dim}'" if data.group_dim else ""
+    if data.factors:
+        groups = ", " + ", ".join(f"{len(f.labels)} groups of '{f.name}'" for f in data.factors)
     console.print(
         f"[green]ok[/] {cfg.name}: {len(data.y)} rows{groups}; {cfg.model.pooling} model of "
         f"'{data.outcome}' on {', '.join(data.coef_names)}"

@@ -205,3 +205,10 @@ def test_pastes_nested_matches_lme4(tmp_path_factory):
         {"sigma_intercept|batch:cask": 2.904, "sigma_intercept|batch": 1.287, "sigma": 0.823},
         {"sigma_intercept|batch": 0.4},
     )
+
+
+def test_validate_names_every_factor(cli):
+    result = cli("validate", CONFIGS / "pastes.yaml")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "10 groups of 'batch', 30 groups of 'batch:cask'" in text
