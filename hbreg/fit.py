@@ -53,6 +53,7 @@ class FitResult:
     timings: dict[str, float]
     notes: list[str]
     design_checks: list = field(default_factory=list)
+    standardization: dict | None = None
 
 
 def prepare(config: Config) -> tuple[Config, ModelData]:
@@ -116,17 +117,21 @@ def _with_design_checks(config: Config, data: ModelData) -> ModelData:
 def _fit_into(run, config, data, timings, progress) -> FitResult:
     from hbreg.models import build_model, complete_posterior
     from hbreg.models.pointwise import pointwise_groups
+    from hbreg.models.standardize import standardize, to_user_scale
     from hbreg.plots.fit import save_plots
 
     seed = config.sampler.seed
     run.write_text("config.yaml", dump_config(config))
     step = time.perf_counter()
-    built = build_model(config, data)
+    sampled_data, scaling = standardize(config, data)
+    built = build_model(config, sampled_data)
     timings["build"] = elapsed(step)
     sampled = sample(built.model, config.sampler, seed=seed, progress=progress)
     timings.update({k: round(v, 3) for k, v in sampled.timings.items()})
     step = time.perf_counter()
-    posterior = complete_posterior(built, config, data, sampled.posterior, seed=seed + 1)
+    posterior = complete_posterior(built, config, sampled_data, sampled.posterior, seed=seed + 1)
+    if scaling is not None:
+        posterior = to_user_scale(posterior, scaling, data)
     loglik, ppc, note = pointwise_groups(
         posterior, data, limit=config.output.pointwise_limit, seed=seed + 2
     )
@@ -169,6 +174,7 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
         timings=timings,
         notes=notes,
         design_checks=list(data.design_checks or []),
+        standardization=scaling.to_dict() if scaling is not None else None,
     )
 
 
@@ -271,6 +277,7 @@ def _manifest_outcome(result: FitResult) -> dict:
         "parameterization": result.parameterization,
         "backend": result.backend,
         "notes": result.notes,
+        "standardization": result.standardization,
         "diagnostics": {
             "passed": diag.passed,
             "divergences": diag.divergences,

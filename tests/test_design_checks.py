@@ -284,13 +284,21 @@ def test_validate_names_collinear_radon_columns_and_their_ratio(radon, tmp_path,
     assert "warning: columns 'floor2' and 'floor' are collinear: floor2 ≈ 2.0 × floor" in out
 
 
-@pytest.mark.parametrize(
-    "name", ["radon_hier", "radon_hier_centered", "radon_pooled", "radon_unpooled", "sleepstudy"]
-)
+SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("simulate"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_print_no_design_warning(name, cli):
     out = _flat(cli("validate", CONFIGS / f"{name}.yaml").output)
     assert "warning" not in out
-    slopes_vary = name in {"radon_hier", "radon_hier_centered", "radon_unpooled"}
+    # the radon configs whose floor slope varies by county
+    slopes_vary = name in {
+        "radon_hier",
+        "radon_hier_centered",
+        "radon_unpooled",
+        "radon_corr",
+        "radon_formula",
+    }
     note = (
         "note: 'floor' does not vary within 25 of 85 groups of 'county' "
         "(3 of them with a single row)"
@@ -342,3 +350,18 @@ def test_design_checks_go_into_the_manifest(radon):
     ]
     assert checks[0]["details"]["relation"] == "floor2 ≈ 2.0 × floor"
     assert checks[0]["columns"] == ["floor2", "floor"]
+
+
+def test_collinear_group_level_predictors(radon):
+    frame = radon.assign(uranium2=3 * radon["uranium"] - 1)
+    spec = {
+        "dataset": "radon",
+        "outcome": "log_radon",
+        "predictors": ["floor"],
+        "group": "county",
+        "group_predictors": ["uranium", "uranium2"],
+    }
+    config = parse_config({"name": "t", "data": spec, "model": {"varying": ["intercept"]}})
+    (check,) = check_design(config, to_model_data(frame, config))
+    assert check.message.startswith("group-level columns 'uranium2' and 'uranium'")
+    assert check.details["relation"] == "uranium2 ≈ -1.0 + 3.0 × uranium"

@@ -98,6 +98,7 @@ class ModelConfig(_Section):
     parameterization: Literal["auto", "marginal", "centered", "noncentered"] = "auto"
     family: Literal["gaussian"] = "gaussian"
     correlated: bool = False
+    standardize: bool = False  # sample on centred, scaled columns (hbreg.models.standardize)
     formula: str | None = None
 
     @field_validator("formula")

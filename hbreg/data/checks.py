@@ -80,18 +80,23 @@ def check_design(config, data) -> list[DesignCheck]:
         # group-level design: one row per group; an intercept always goes with it
         group_design = np.column_stack([np.ones(len(data.group_X)), data.group_X])
         checks += collinearity(
-            group_design, [INTERCEPT, *data.group_predictor_names], level="group-level "
+            group_design, [INTERCEPT, *data.group_predictor_names], prefix="group-level "
         )
-    checks += uninformed_slopes(
-        data.X,
-        data.coef_names,
-        varying=data.varying,
-        group_idx=data.group_idx,
-        group_labels=data.group_labels,
-        group=data.group_dim,
-        pooling=pooling,
-    )
-    if not getattr(config.model, "standardize", False):
+    factors = [(f.varying, f.idx, f.labels, f.name) for f in data.factors] or [
+        (data.varying, data.group_idx, data.group_labels, data.group_dim)
+    ]
+    for varying, group_idx, labels, group in factors:
+        checks += uninformed_slopes(
+            data.X,
+            data.coef_names,
+            varying=varying,
+            group_idx=group_idx,
+            group_labels=labels,
+            group=group,
+            pooling=pooling,
+            several=bool(data.factors),
+        )
+    if not config.model.standardize:
         checks += scale_spread(data.X, data.coef_names)
     if config.model.family in ("bernoulli", "binomial"):
         checks += separation(
@@ -117,7 +122,7 @@ def _percent(fraction: float) -> str:
 
 
 def collinearity(
-    X: np.ndarray, names: list[str], *, tolerance: float = NEAR_EXACT, level: str = ""
+    X: np.ndarray, names: list[str], *, tolerance: float = NEAR_EXACT, prefix: str = ""
 ) -> list[DesignCheck]:
     """Columns of the design that are (nearly) linear combinations of earlier columns.
 
@@ -164,7 +169,7 @@ def collinearity(
                 scale[j],
                 residual,
                 has_constant=has_constant,
-                level=level,
+                prefix=prefix,
             )
         )
     return checks
@@ -181,7 +186,7 @@ def _collinear(
     residual,
     *,
     has_constant,
-    level,
+    prefix,
 ):
     # terms (and a constant) smaller than the misfit of the relation are noise
     noise = max(_EXACT, residual)
@@ -204,7 +209,7 @@ def _collinear(
     )
     flat = "flat" if exact else "nearly flat"
     message = (
-        f"{level}columns {_join(involved)} are collinear: {relation} ({how}). The likelihood "
+        f"{prefix}columns {_join(involved)} are collinear: {relation} ({how}). The likelihood "
         f"is {flat} along the direction that moves the coefficients by ({direction}), so there "
         "the prior alone decides: expect wide, strongly correlated posteriors and a low ESS "
         f"for them. Drop '{target}' (or one of the others), or combine them into one column."
@@ -247,6 +252,7 @@ def uninformed_slopes(
     group_labels: list[str],
     group: str | None,
     pooling: str,
+    several: bool = False,
 ) -> list[DesignCheck]:
     """Group-level coefficients that a group's own rows cannot inform.
 
@@ -271,6 +277,8 @@ def uninformed_slopes(
     decided_by = (
         "the population distribution ({mu}, {sd})" if pooling == "hierarchical" else "its prior"
     )
+    if several:  # one factor among several: its sd is named by names.factor_sd
+        decided_by = "the population distribution of its '{group}' effects"
     checks = []
     for k, j in enumerate(cols):
         name = names[j]
@@ -283,7 +291,7 @@ def uninformed_slopes(
             count = int(uninformed.sum())
             if count == 0:
                 continue
-            who = decided_by.format(mu=population_mean(name), sd=group_sd(name))
+            who = decided_by.format(mu=population_mean(name), sd=group_sd(name), group=group)
             if count == n_groups and intercept_varies:
                 checks.append(
                     DesignCheck(
