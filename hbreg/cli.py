@@ -215,6 +215,12 @@ def simulate(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Dask scheduler address, tcp://HOST:PORT.")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Exit 4 when any fit misses its diagnostic thresholds or fails."
+        ),
+    ] = False,
 ):
     """Fit data simulated from known parameters and report what was recovered."""
     from hbreg.signals import handle_sigterm
@@ -224,3 +230,5 @@ def simulate(
     spec = load_simulation(config, overrides or [], replicates=replicates)
     result = run_simulation(spec, executor=executor, scheduler=scheduler, console=console)
     render_recovery(console, result)
+    if strict and (result.diagnostic_failures or result.failures):
+        raise typer.Exit(4)

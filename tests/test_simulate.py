@@ -117,6 +117,9 @@ def test_two_groups_files(two_groups):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["kind"] == "simulate" and manifest["status"] == "complete"
     assert manifest["seed"] == 20240 and manifest["failures"] == []
+    # the hierarchical fit of two groups passes its diagnostics with the shipped priors
+    assert manifest["diagnostic_failures"] == [] and rec["diagnostics_passed"].all()
+    assert "3 fits: 3 passed their diagnostics" in " ".join(result.output.split())
     truth = json.loads((run / "truth.json").read_text())
     assert truth["kind"] == "coefficients" and truth["seed"] == 20240
     assert truth["groups"] == {"a": 1000, "b": 1000}
@@ -549,6 +552,80 @@ def test_a_failing_replicate_is_reported_with_its_seed(cli, tmp_path, monkeypatc
     assert manifest["status"] == "complete"
     assert manifest["failures"][0]["seed"] == seeds[1]
     assert (run / "data" / "rep_001.parquet").is_file()  # its data are kept to look at
+
+
+def test_a_fit_failing_its_diagnostics_is_marked_and_strict_exits_4(cli, tmp_path):
+    raw = tiny(tmp_path)
+    raw["experiments"][0]["diagnostics"] = {"min_ess_bulk": 1e9}  # no fit can pass
+    result = cli("simulate", write(tmp_path, raw), "--strict")
+    assert result.exit_code == 4, result.output
+    out = " ".join(result.output.split())
+    assert "Recovery: hier (diagnostics FAILED)" in out
+    assert "diagnostics failed: replicate 0 (seed 11), experiment hier: " in out
+    assert "(needed: 1000000000)" in out  # the missed threshold is named
+    assert "1 fit: 0 passed their diagnostics, 1 failed their diagnostics" in out
+    run = only_run(tmp_path / "outputs")
+    assert not run.name.endswith(".failed")  # the simulation itself is complete
+    rec = pd.read_csv(run / "recovery.csv")
+    assert len(rec) > 0 and not rec["diagnostics_passed"].any()
+    text = (run / "recovery.md").read_text()
+    assert "**Diagnostics: FAILED** (" in text and "## Failed diagnostics" in text
+    assert "(needed: 1000000000)" in text
+    (fit_dir,) = (run / "fits").iterdir()
+    assert f"`fits/{fit_dir.name}/divergences.md`" in text
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert [f["experiment"] for f in manifest["diagnostic_failures"]] == ["hier"]
+
+
+LENIENT = {
+    "max_r_hat": 1.5,
+    "min_ess_bulk": 0,
+    "min_ess_tail": 0,
+    "max_divergences": 10_000,
+    "min_bfmi": 0,
+    "max_tree_depth_fraction": 1,
+}
+
+
+def test_coverage_with_and_without_fits_that_failed_diagnostics(cli, tmp_path, monkeypatch):
+    seeds = replicate_seeds(11, 3)
+    real = simulate._fit_experiment
+
+    def flagged(spec, exp, sim, task, *args):
+        rows, path, verdict = real(spec, exp, sim, task, *args)
+        if task["seed"] == seeds[1]:  # as if this fit had diverged
+            verdict = {"passed": False, "failures": ["3 divergent transitions"], "divergences": 3}
+            rows = [{**r, "diagnostics_passed": False} for r in rows]
+        return rows, path, verdict
+
+    monkeypatch.setattr(simulate, "_fit_experiment", flagged)
+    raw = tiny(tmp_path, workers=1)
+    raw["experiments"][0]["diagnostics"] = LENIENT  # the tiny fits pass on their own
+    path = write(tmp_path, raw)
+    result = cli("simulate", path, "--replicates", "3")
+    assert result.exit_code == 0, result.output  # reported, not fatal without --strict
+    run = only_run(tmp_path / "outputs")
+    rec = pd.read_csv(run / "recovery.csv")
+    assert rec.groupby("replicate")["diagnostics_passed"].all().to_dict() == {
+        0: True,
+        1: False,
+        2: True,
+    }
+    cov = pd.read_csv(run / "coverage.csv").set_index("parameter")
+    assert (cov["failed_diagnostics"] == 1).all() and (cov["fits"] >= 3).all()
+    population = rec[rec["level"] == "population"]
+    for name, part in population.groupby("parameter"):
+        ok = part[part["diagnostics_passed"]]
+        assert cov.loc[name, "coverage_90"] == pytest.approx(part["inside_90"].mean())
+        assert cov.loc[name, "coverage_90_passed"] == pytest.approx(ok["inside_90"].mean())
+    text = (run / "recovery.md").read_text()
+    assert f"| 1 | {seeds[1]} | hier | 3 divergent transitions |" in text
+    assert "3 fits: 2 passed their diagnostics, 1 failed their diagnostics" in text
+    out = " ".join(result.output.split())
+    assert "3 fits: 2 passed their diagnostics, 1 failed their diagnostics" in out
+    assert f"diagnostics failed: replicate 1 (seed {seeds[1]}), experiment hier" in out
+    assert cli("simulate", path, "--replicates", "3", "--strict").exit_code == 4
 
 
 def test_every_replicate_failing_exits_3_and_marks_the_run_failed(cli, tmp_path, monkeypatch):

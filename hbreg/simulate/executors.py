@@ -43,6 +43,8 @@ class ReplicateOutcome:
     fits: dict[str, bytes] = field(default_factory=dict)  # experiment -> tar of its run dir
     fit_dirs: dict[str, str] = field(default_factory=dict)  # experiment -> run dir name
     errors: list[dict] = field(default_factory=list)  # {experiment, error}
+    # experiment -> {passed, failures, divergences}: the fit's own diagnostics verdict
+    diagnostics: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -67,10 +69,11 @@ def _run_replicate(task: dict, on_fit=None) -> ReplicateOutcome:
         data_file.write_bytes(outcome.data)
         for exp, fit_seed in zip(spec.experiments, fit_seeds, strict=True):
             try:
-                rows, run_path = _fit_experiment(
+                rows, run_path, verdict = _fit_experiment(
                     spec, exp, sim, task, fit_seed, Path(work), data_file
                 )
                 outcome.rows += rows
+                outcome.diagnostics[exp.name] = verdict
             except Exception as exc:
                 outcome.errors.append({"experiment": exp.name, "error": _one_line(exc)})
                 run_path = next(Path(work, "fits").glob(f"*_{exp.name}*"), None)
@@ -84,7 +87,11 @@ def _run_replicate(task: dict, on_fit=None) -> ReplicateOutcome:
 
 
 def _fit_experiment(spec, exp, sim, task, fit_seed, work: Path, data_file: Path):
-    """Fit one experiment into `work/fits`; return its recovery rows and run directory."""
+    """Fit one experiment into `work/fits`; its recovery rows, run directory and verdict.
+
+    Every recovery row carries the fit's diagnostics verdict (`diagnostics_passed`), so
+    a fit that missed its thresholds is never read as a good recovery.
+    """
     import xarray as xr
 
     from hbreg.data import load_model_data
@@ -112,11 +119,21 @@ def _fit_experiment(spec, exp, sim, task, fit_seed, work: Path, data_file: Path)
         tree.close()
     truth = truth_for(sim, config)
     rows = recover(posterior, truth, group_dim=data.group_dim)
+    diag = result.diagnostics
     for row in rows:
         row.update(
-            experiment=exp.name, pooling=exp.pooling, replicate=task["replicate"], seed=task["seed"]
+            experiment=exp.name,
+            pooling=exp.pooling,
+            replicate=task["replicate"],
+            seed=task["seed"],
+            diagnostics_passed=diag.passed,
         )
-    return rows, result.path
+    verdict = {
+        "passed": diag.passed,
+        "failures": list(diag.failures),
+        "divergences": int(diag.divergences),
+    }
+    return rows, result.path, verdict
 
 
 def _no_dask_scheduler():
@@ -290,7 +307,11 @@ def run_simulation(
         run.write_text("config.yaml", dump_simulation(spec))
         outcomes = _collect(spec, tasks, run, executor, client, console)
         result = assemble_results(spec, outcomes, run, seconds=time.perf_counter() - start)
-        run.manifest.update(failures=result.failures, seconds=round(time.perf_counter() - start, 3))
+        run.manifest.update(
+            failures=result.failures,
+            diagnostic_failures=result.diagnostic_failures,
+            seconds=round(time.perf_counter() - start, 3),
+        )
         if result.n_ok == 0:
             first = result.failures[0]
             raise SamplingError(
@@ -318,13 +339,15 @@ def _collect(spec, tasks, run: RunDirectory, executor, client, console) -> list[
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("fits"),
-        TextColumn("[red]{task.fields[failed]} failed"),
+        TextColumn("[red]{task.fields[failed]} failed, {task.fields[flagged]} failed diagnostics"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
     outcomes = []
     with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task(f"Simulating {spec.name}", total=len(tasks) * n_exp, failed=0)
+        bar = progress.add_task(
+            f"Simulating {spec.name}", total=len(tasks) * n_exp, failed=0, flagged=0
+        )
         fits_done = {"n": 0}
 
         def on_fit():
@@ -336,8 +359,9 @@ def _collect(spec, tasks, run: RunDirectory, executor, client, console) -> list[
         else:
             workers = spec.workers or os.cpu_count() or 1
             stream = _local_outcomes(tasks, workers, on_fit)
-        failed = 0
+        failed = flagged = 0
         for outcome in stream:
+            flagged += sum(not d["passed"] for d in outcome.diagnostics.values())
             _store(run, outcome, single=spec.replicates == 1)
             outcomes.append(outcome)
             for err in outcome.errors:
@@ -349,7 +373,9 @@ def _collect(spec, tasks, run: RunDirectory, executor, client, console) -> list[
                     highlight=False,
                 )
             done = n_exp * len(outcomes)
-            progress.update(bar, completed=max(done, fits_done["n"]), failed=failed)
+            progress.update(
+                bar, completed=max(done, fits_done["n"]), failed=failed, flagged=flagged
+            )
     return sorted(outcomes, key=lambda o: o.replicate)
 
 

@@ -62,6 +62,7 @@ RECOVERY_COLUMNS = [
     "error",
     "rank",
     "n_draws",
+    "diagnostics_passed",  # False: the fit missed its diagnostic thresholds, distrust the row
 ]
 COVERAGE_COLUMNS = [
     "experiment",
@@ -74,6 +75,9 @@ COVERAGE_COLUMNS = [
     "rmse",
     "mean_sd",
     "truth_mean",
+    "failed_diagnostics",  # replicates whose fit missed its diagnostic thresholds
+    "coverage_50_passed",  # coverage over the fits that passed their diagnostics only
+    "coverage_90_passed",
 ]
 
 
@@ -139,7 +143,11 @@ def recover(posterior, truth: dict[str, float], *, group_dim: str | None) -> lis
 
 
 def coverage(recovery: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment and population parameter (and per coefficient over all groups, `c[*]`)."""
+    """Per experiment and population parameter (and per coefficient over all groups, `c[*]`).
+
+    Coverage is given over every fit and over the fits that passed their diagnostics
+    only (`*_passed`, empty when none did), with the number of replicates that failed.
+    """
     if recovery.empty:
         return pd.DataFrame(columns=COVERAGE_COLUMNS)
     frame = recovery.copy()
@@ -147,6 +155,10 @@ def coverage(recovery: pd.DataFrame) -> pd.DataFrame:
     frame.loc[group, "parameter"] = frame.loc[group, "parameter"].str.replace(
         r"\[.*\]$", "[*]", regex=True
     )
+    passed = frame["diagnostics_passed"].astype(bool)
+    frame["_failed_replicate"] = frame["replicate"].where(~passed)
+    frame["_inside_50_passed"] = frame["inside_50"].where(passed).astype(float)
+    frame["_inside_90_passed"] = frame["inside_90"].where(passed).astype(float)
     table = (
         frame.groupby(["experiment", "parameter", "level"], sort=False)  # first-seen order
         .agg(
@@ -157,6 +169,9 @@ def coverage(recovery: pd.DataFrame) -> pd.DataFrame:
             rmse=("error", lambda e: float(np.sqrt(np.mean(np.square(e))))),
             mean_sd=("sd", "mean"),
             truth_mean=("truth", "mean"),
+            failed_diagnostics=("_failed_replicate", "nunique"),
+            coverage_50_passed=("_inside_50_passed", "mean"),
+            coverage_90_passed=("_inside_90_passed", "mean"),
         )
         .reset_index()
     )
@@ -179,9 +194,17 @@ class SimulationResult:
     recovery: pd.DataFrame
     coverage: pd.DataFrame | None
     failures: list[dict] = field(default_factory=list)
+    # fits that ran but missed their diagnostic thresholds: replicate, seed, experiment,
+    # problems, fit (its run directory inside the simulation directory)
+    diagnostic_failures: list[dict] = field(default_factory=list)
     fit_dirs: dict[str, str] = field(default_factory=dict)  # single replicate: experiment -> dir
     n_ok: int = 0
     seconds: float = 0.0
+
+    @property
+    def n_fits(self) -> int:
+        """Fits attempted: replicates times experiments."""
+        return self.replicates * len(self.experiments)
 
 
 def assemble_results(spec, outcomes, run, *, seconds: float) -> SimulationResult:
@@ -199,6 +222,18 @@ def assemble_results(spec, outcomes, run, *, seconds: float) -> SimulationResult
         for e in o.errors
     ]
     single = spec.replicates == 1
+    diagnostic_failures = [
+        {
+            "replicate": o.replicate,
+            "seed": o.seed,
+            "experiment": name,
+            "problems": "; ".join(verdict["failures"]),
+            "fit": "fits/" + ("" if single else f"rep_{o.replicate:03d}/") + o.fit_dirs[name],
+        }
+        for o in outcomes
+        for name, verdict in o.diagnostics.items()
+        if not verdict["passed"]
+    ]
     result = SimulationResult(
         path=run.path,
         name=spec.name,
@@ -209,6 +244,7 @@ def assemble_results(spec, outcomes, run, *, seconds: float) -> SimulationResult
         recovery=recovery,
         coverage=None if single else coverage(recovery),
         failures=failures,
+        diagnostic_failures=diagnostic_failures,
         fit_dirs={k: f"fits/{v}" for o in outcomes for k, v in o.fit_dirs.items()}
         if single
         else {},

@@ -77,6 +77,19 @@ _COVERAGE_HEADER = [
     "mean error",
     "rmse",
     "mean sd",
+    "failed diagnostics",
+    "90% coverage, passed fits only",
+]
+_COVERAGE_COLUMNS = [
+    "parameter",
+    "fits",
+    "cov 50%",
+    "cov 90%",
+    "mean err",
+    "rmse",
+    "mean sd",
+    "diag fail",
+    "cov 90% ok",
 ]
 
 
@@ -91,9 +104,34 @@ def _coverage_rows(table: pd.DataFrame, experiment: str) -> list[list[str]]:
             _fmt(r["mean_error"]),
             _fmt(r["rmse"]),
             _fmt(r["mean_sd"]),
+            str(int(r["failed_diagnostics"])),
+            _fmt(r["coverage_90_passed"], 2),
         ]
         for _, r in part.iterrows()
     ]
+
+
+def fits_line(result: SimulationResult) -> str:
+    """How many fits ran, passed their diagnostics, failed them, or failed to run."""
+    flagged = len(result.diagnostic_failures)
+    errors = len({(f["replicate"], f["experiment"]) for f in result.failures})
+    passed = result.n_ok - flagged
+    fits = f"{result.n_fits} fit" + ("" if result.n_fits == 1 else "s")
+    return (
+        f"{fits}: {passed} passed their diagnostics, {flagged} failed their diagnostics, "
+        f"{errors} failed to run"
+    )
+
+
+def _flagged(result: SimulationResult, experiment: str) -> list[dict]:
+    return [f for f in result.diagnostic_failures if f["experiment"] == experiment]
+
+
+def _diagnostics_note(failure: dict) -> str:
+    return (
+        f"**Diagnostics: FAILED** ({failure['problems']}). These numbers come from a fit that "
+        f"missed its diagnostic thresholds; see `{failure['fit']}/divergences.md`."
+    )
 
 
 def recovery_markdown(result: SimulationResult) -> str:
@@ -101,7 +139,7 @@ def recovery_markdown(result: SimulationResult) -> str:
     out = [f"# Recovery: {result.name}", ""]
     out.append(
         f"Seed {result.seed}, {result.replicates} replicate(s), truth: "
-        f"{result.truth_kind}, {result.seconds:.0f} s."
+        f"{result.truth_kind}, {result.seconds:.0f} s. {fits_line(result)}."
     )
     out += [
         "",
@@ -119,6 +157,11 @@ def recovery_markdown(result: SimulationResult) -> str:
             out.append(f"Fit: `{result.fit_dirs[exp]}`")
         out.append("")
         if result.coverage is None:
+            flagged = _flagged(result, exp)
+            if flagged:
+                out += [_diagnostics_note(flagged[0]), ""]
+            elif exp in result.fit_dirs and result.n_ok:
+                out += ["Diagnostics: passed.", ""]
             rows, verdict = recovery_lines(result.recovery, exp)
             out += [_markdown_table(_RECOVERY_HEADER, rows), "", verdict, ""]
         else:
@@ -133,6 +176,34 @@ def recovery_markdown(result: SimulationResult) -> str:
             f"truth (this run: `{result.truth_kind}`) they are drawn anyway, for a look, and "
             "need not be uniform. Ranks of autocorrelated draws are noisier than those of "
             "independent ones.",
+            "",
+        ]
+    if result.diagnostic_failures:
+        out += [
+            "## Failed diagnostics",
+            "",
+            "These fits ran but missed their diagnostic thresholds (divergences, r_hat, "
+            "ESS, E-BFMI or tree depth): their rows in `recovery.csv` have "
+            "`diagnostics_passed` false"
+            + (
+                ", and the coverage table gives the coverage with and without them."
+                if result.coverage is not None
+                else "."
+            ),
+            "",
+            _markdown_table(
+                ["replicate", "seed", "experiment", "problems", "fit"],
+                [
+                    [
+                        f["replicate"],
+                        f["seed"],
+                        f["experiment"],
+                        f["problems"].replace("|", "\\|"),
+                        f"`{f['fit']}`",
+                    ]
+                    for f in result.diagnostic_failures
+                ],
+            ),
             "",
         ]
     if result.failures:
@@ -169,7 +240,11 @@ def render_recovery(console, result: SimulationResult) -> None:
             rows, verdict = recovery_lines(result.recovery, exp)
             if not rows:
                 continue
-            table = Table(title=f"Recovery: {exp}", caption=verdict)
+            flagged = _flagged(result, exp)
+            if flagged:
+                verdict += "; [bold]diagnostics FAILED[/]: do not trust these numbers"
+            title = f"Recovery: {exp}" + (" ([bold red]diagnostics FAILED[/])" if flagged else "")
+            table = Table(title=title, caption=verdict)
             for col in _RECOVERY_HEADER:
                 table.add_column(col, justify="left" if col == "parameter" else "right")
             for row in rows:
@@ -180,7 +255,7 @@ def render_recovery(console, result: SimulationResult) -> None:
         table = Table(
             title=f"Coverage over {result.replicates} replicates (truth: {result.truth_kind})"
         )
-        for col in ["parameter", "fits", "cov 50%", "cov 90%", "mean err", "rmse", "mean sd"]:
+        for col in _COVERAGE_COLUMNS:
             table.add_column(col, justify="left" if col == "parameter" else "right")
         for exp in result.experiments:
             table.add_row(f"[bold]{escape(exp)}[/]")
@@ -195,5 +270,14 @@ def render_recovery(console, result: SimulationResult) -> None:
             f"{escape(what)}: {escape(f['error'])}",
             highlight=False,
         )
+    for f in result.diagnostic_failures:
+        console.print(
+            f"[red]diagnostics failed:[/] replicate {f['replicate']} (seed {f['seed']}), "
+            f"experiment {escape(f['experiment'])}: {escape(f['problems'])} "
+            f"(see {escape(f['fit'])}/divergences.md)",
+            highlight=False,
+        )
+    style = "red" if result.diagnostic_failures or result.failures else "green"
+    console.print(f"[{style}]{fits_line(result)}[/]", highlight=False)
     console.print(f"time: {result.seconds:.1f}s", highlight=False)
     console.print(f"simulation directory: [bold]{escape(str(result.path))}[/]", highlight=False)
