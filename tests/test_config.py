@@ -75,6 +75,8 @@ EXPECTED = {
     "and at least two varying coefficients",
     "wrong_group_corr_prior.yaml": "priors -> group_corr: LKJ parameter eta must be a positive",
     "wrong_correlated_centered.yaml": "correlated group effects are sampled 'marginal' or",
+    "wrong_group_corr_by_factor.yaml": "priors.group_corr_by: no grouping factor ['state']; "
+    "the model's factor is 'county'",
     "wrong_formula_clash.yaml": "model.formula clashes with data.outcome, data.group",
     "wrong_formula_unsupported.yaml": "unsupported term 'poly(floor, 2)'",
     "wrong_formula_unknown_variable.yaml": "unknown variable 'countie' in term "

@@ -46,11 +46,11 @@ def test_a_column_named_like_a_correlation_is_refused():
     assert any("'corr_intercept_x' would name both" in p for p in problems), problems
 
 
-def _built(parameterization: str):
+def _built(parameterization: str, *overrides: str):
     from hbreg.models import build_model
 
     config = load_config(
-        CONFIGS / "sleepstudy_corr.yaml", [f"model.parameterization={parameterization}"]
+        CONFIGS / "sleepstudy_corr.yaml", [f"model.parameterization={parameterization}", *overrides]
     )
     data = load_model_data(config)
     return build_model(with_formula_roles(config, data), data)
@@ -74,6 +74,12 @@ def test_same_names_and_prior_in_both_parameterizations():
     for built in (marginal, noncentered):
         lkj = built.model[CORRELATION_CHOLESKY]
         assert float(lkj.owner.inputs[-1].data) == 2.0
+
+
+@pytest.mark.parametrize("parameterization", ["marginal", "noncentered"])
+def test_a_factor_can_have_its_own_correlation_prior(parameterization):
+    built = _built(parameterization, "priors.group_corr_by={Subject: {dist: LKJ, eta: 5}}")
+    assert float(built.model[CORRELATION_CHOLESKY].owner.inputs[-1].data) == 5.0
 
 
 def test_default_configs_stay_independent():

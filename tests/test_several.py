@@ -87,6 +87,22 @@ def test_an_unknown_override_is_refused_with_the_parameters():
         build_model(with_formula_roles(config, data), data)
 
 
+def test_a_correlation_prior_for_an_unknown_factor_is_refused():
+    from hbreg.errors import ConfigError
+    from hbreg.models import build_model
+
+    raw = {
+        "name": "p",
+        "data": {"dataset": "penicillin"},
+        "model": {"formula": "diameter ~ 1 + (1 | plate) + (1 | sample)"},
+        "priors": {"group_corr_by": {"plates": {"dist": "LKJ", "eta": 3}}},
+    }
+    config = parse_config(raw)
+    data = load_model_data(config)
+    with pytest.raises(ConfigError, match=r"group_corr_by: no grouping factor 'plates'"):
+        build_model(with_formula_roles(config, data), data)
+
+
 def _case(seed=3):
     """Two crossed factors, a random slope on the first: y, X, codes, effects of factor 2."""
     rng = np.random.default_rng(seed)

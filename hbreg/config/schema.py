@@ -29,6 +29,7 @@ __all__ = [
     "Config",
     "FORMULA_ROLE_KEYS",
     "coefficient_names",
+    "correlation_prior",
     "name_clashes",
     "role_problems",
     "parameter_names",
@@ -130,6 +131,7 @@ class PriorsConfig(_Section):
     group_sd: dict[str, Any] = _prior(dist="HalfCauchy", beta=5)
     sigma: dict[str, Any] = _prior(dist="HalfCauchy", beta=5)
     group_corr: dict[str, Any] = _prior(dist="LKJ", eta=2)
+    group_corr_by: dict[str, dict[str, Any]] = {}  # grouping factor -> its own LKJ prior
     overrides: dict[str, dict[str, Any]] = {}
 
     @field_validator("coefficient")
@@ -150,6 +152,16 @@ class PriorsConfig(_Section):
         except PriorProblem as exc:
             raise ValueError(str(exc)) from None
         return spec
+
+    @field_validator("group_corr_by")
+    @classmethod
+    def _correlation_priors(cls, specs):
+        for factor, spec in specs.items():
+            try:
+                check_correlation_prior(spec)
+            except PriorProblem as exc:
+                raise ValueError(f"{factor}: {exc}") from None
+        return specs
 
 
 def _checked(spec: dict, *, positive: bool) -> dict:
@@ -275,6 +287,12 @@ def role_problems(config: Config) -> list[str]:
                 f"model.group_predictors_for lists {bad}; group predictors shift the means "
                 f"of varying coefficients, here {varying}"
             ]
+    unknown = [f for f in config.priors.group_corr_by if f != config.data.group]
+    if unknown:
+        return [
+            f"priors.group_corr_by: no grouping factor {unknown}; the model's factor is "
+            f"'{config.data.group}'"
+        ]
     problems = name_clashes(config)
     if problems:
         return problems
@@ -342,6 +360,11 @@ def name_clashes(config: Config) -> list[str]:
         group_predictors={c: _group_predictors_of(config, c) for c in hierarchical},
         correlated=config.model.correlated,
     )
+
+
+def correlation_prior(config: Config, factor: str | None) -> dict:
+    """The LKJ prior of one grouping factor's correlations: its own, else `priors.group_corr`."""
+    return config.priors.group_corr_by.get(factor, config.priors.group_corr)
 
 
 def prior_for(config: Config, name: str) -> dict:

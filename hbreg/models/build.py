@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hbreg.config import Config, parameter_names, prior_for
+from hbreg.config import Config, correlation_prior, parameter_names, prior_for
 from hbreg.config.priors import to_pymc
 from hbreg.data import ModelData
 from hbreg.errors import ConfigError
@@ -203,7 +203,8 @@ def _correlation(config: Config, block_coefs: list[str]):
     """
     import pymc as pm
 
-    low = pm.LKJCorr(CORRELATION_CHOLESKY, n=len(block_coefs), eta=config.priors.group_corr["eta"])
+    eta = correlation_prior(config, config.data.group)["eta"]
+    low = pm.LKJCorr(CORRELATION_CHOLESKY, n=len(block_coefs), eta=eta)
     for a, b, name in correlation_pairs(block_coefs):
         pm.Deterministic(name, (low[a] * low[b]).sum())
     return low

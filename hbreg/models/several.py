@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from hbreg.config import Config
+from hbreg.config import Config, correlation_prior
 from hbreg.config.priors import PriorProblem, check_prior, to_pymc
 from hbreg.data import ModelData
 from hbreg.errors import ConfigError
@@ -84,6 +84,12 @@ def _priors(config: Config, data: ModelData) -> dict[str, dict]:
             check_prior(spec, positive=roles[name] == "scale")
         except PriorProblem as exc:
             problems.append(f"priors.overrides -> {name}: {exc}")
+    factors = [f.name for f in data.factors]
+    for factor in config.priors.group_corr_by:
+        if factor not in factors:
+            problems.append(
+                f"priors.group_corr_by: no grouping factor '{factor}'; factors: {factors}"
+            )
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     default = {"coefficient": config.priors.coefficient, "scale": config.priors.group_sd}
@@ -123,7 +129,9 @@ def build_several(config: Config, data: ModelData, parameterization: str):
             chols[f.name] = None
             if f.correlated:
                 low = pm.LKJCorr(
-                    factor_cholesky(f.name), n=len(f.varying), eta=config.priors.group_corr["eta"]
+                    factor_cholesky(f.name),
+                    n=len(f.varying),
+                    eta=correlation_prior(config, f.name)["eta"],
                 )
                 for a, b, _ in correlation_pairs(f.varying):
                     name = factor_correlation(f.varying[b], f.varying[a], f.name)
