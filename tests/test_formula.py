@@ -35,8 +35,6 @@ def test_blocks_keep_their_correlation_and_bars():
 @pytest.mark.parametrize(
     "text,quoted",
     [
-        ("y ~ (1 | g1/g2) + (1 | g1)", "(1 | g1)"),
-        ("y ~ x + (1 | g) + (0 + x | g)", "(0 + x | g)"),
         ("y ~ poly(x, 2) + (1 | g)", "poly(x, 2)"),
         ("y ~ x - (1 | g)", "(1 | g)"),
         ("cbind(k, n) ~ x", "cbind(k, n)"),
@@ -105,6 +103,19 @@ def test_no_intercept_and_uncorrelated_blocks():
     assert data.coef_names == ["x"] and data.varying == ["x"] and not data.correlated
     _, data = _data("y ~ x - 1 + kind + (0 + x || g)", _frame())
     assert data.coef_names == ["x", "kind_a", "kind_b", "kind_c"] and data.varying == ["x"]
+
+
+def test_one_factor_in_two_terms_is_lme4s_independent_spelling():
+    frame = _frame()
+    _, split = _data("y ~ x + (1 | g) + (0 + x | g)", frame)
+    _, bars = _data("y ~ x + (1 + x || g)", frame)
+    assert split.varying == bars.varying == ["intercept", "x"]
+    assert not split.correlated and split.factors == ()
+    np.testing.assert_array_equal(split.group_idx, bars.group_idx)
+    with pytest.raises(DataError, match=r"\['intercept'\] vary by 'g' twice"):
+        _data("y ~ x + (1 | g) + (1 + x || g)", frame)
+    with pytest.raises(DataError, match=r"'\(1 \+ x \| g\)' correlates effects of 'g'"):
+        _data("y ~ x + z + (1 + x | g) + (0 + z | g)", frame.assign(z=frame["x"] ** 2))
 
 
 def test_varying_terms_need_a_population_mean():

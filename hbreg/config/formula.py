@@ -133,7 +133,6 @@ def parse_formula(text: str) -> Formula:
     terms = tuple(p.removeprefix("+ ").removeprefix("- ") for p in population)
     for term in terms:
         _check_calls(term, formulae.model_description(term).common_terms)
-    _check_blocks(blocks)
     variables = [outcome] + sorted(description.var_names - {""})
     for block in blocks:
         variables += [v for v in block.variables if v not in variables]
@@ -188,16 +187,3 @@ def _check_calls(term: str, terms) -> None:
                     f"unsupported term '{term}': the function '{callee}'; formulas may call "
                     f"{', '.join(ALLOWED_CALLS)}"
                 )
-
-
-def _check_blocks(blocks: list[GroupBlock]) -> None:
-    seen: dict[str, str] = {}
-    for block in blocks:
-        for factor in block.factors:
-            if factor in seen:
-                raise FormulaError(
-                    f"unsupported term '{block.text}': '{factor}' is already a factor of "
-                    f"'{seen[factor]}'; give each factor one group term, e.g. "
-                    f"'(1 + x | {factor})' or '(1 + x || {factor})'"
-                )
-            seen[factor] = block.text

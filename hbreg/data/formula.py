@@ -105,7 +105,43 @@ def formula_design(frame: pd.DataFrame, formula: Formula, *, source: str) -> For
                     block.text,
                 )
             )
-    return FormulaDesign(X, coef_names, factors, notes)
+    return FormulaDesign(X, coef_names, _merged(factors, coef_names), notes)
+
+
+def _merged(factors: list[FactorDesign], coef_names: list[str]) -> list[FactorDesign]:
+    """One design per factor: `(1 | g) + (0 + x | g)` is lme4's `(1 + x || g)`.
+
+    A factor's terms may share no column, and none of them may be correlated (that
+    would be a block-diagonal correlation, which hbreg does not fit).
+    """
+    by_name: dict[str, list[FactorDesign]] = {}
+    for factor in factors:
+        by_name.setdefault(factor.name, []).append(factor)
+    merged = []
+    for name, parts in by_name.items():
+        if len(parts) == 1:
+            merged.append(parts[0])
+            continue
+        terms = " + ".join(p.term for p in parts)
+        seen: set[str] = set()
+        for part in parts:
+            twice = [c for c in part.varying if c in seen]
+            if twice:
+                raise DataError(
+                    f"model.formula: {twice} vary by '{name}' twice in '{terms}'; "
+                    "give each coefficient once"
+                )
+            seen.update(part.varying)
+        correlated = [p.term for p in parts if p.correlated]
+        if correlated:
+            raise DataError(
+                f"model.formula: unsupported terms '{terms}': '{correlated[0]}' correlates "
+                f"effects of '{name}' that another term also has; hbreg fits one correlation "
+                "block per factor: merge them into one term, or write them with '||'"
+            )
+        varying = [c for c in coef_names if c in seen]
+        merged.append(FactorDesign(name, parts[0].columns, varying, False, terms))
+    return merged
 
 
 def _design(rhs: str, frame: pd.DataFrame, formula: Formula, source: str):
