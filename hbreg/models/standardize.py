@@ -23,6 +23,8 @@ Only what keeps the model the same model is done:
   effects on one scale would be correlated on the other; those predictors are only
   scaled. The outcome is centred when the model has an intercept.
 - Group-level predictors (data.group_predictors) are left as they are.
+- The outcome is standardized only for location-scale families (Gaussian, Student-t);
+  0/1 and count outcomes stay as they are and only the predictors are standardized.
 
 Priors apply on the scale that is sampled: `priors.coefficient` to the coefficient of a
 standardized predictor on the standardized outcome (Normal(0, 1) then says one sd of x
@@ -51,6 +53,10 @@ from hbreg.data import ModelData
 from hbreg.names import INTERCEPT, parse, population_mean
 
 __all__ = ["Standardization", "standardize", "to_user_scale"]
+
+# families whose outcome can be centred and scaled with sigma following it; for the others
+# (0/1, counts) only the predictors are standardized, on the scale of the linear predictor
+_LOCATION_SCALE = ("gaussian", "student_t")
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,10 @@ def standardize(config, data: ModelData) -> tuple[ModelData, Standardization | N
     if not config.model.standardize:
         return data, None
     has_intercept = INTERCEPT in data.coef_names
-    y_mean = float(np.mean(data.y)) if has_intercept else 0.0
-    y_sd = _spread(data.y, float(np.mean(data.y)))
+    y_mean, y_sd = 0.0, 1.0
+    if config.model.family in _LOCATION_SCALE:
+        y_mean = float(np.mean(data.y)) if has_intercept else 0.0
+        y_sd = _spread(data.y, float(np.mean(data.y)))
     varying = set(data.varying).union(*(f.varying for f in data.factors))
     X = data.X.copy()
     means, sds = {}, {}
