@@ -159,6 +159,17 @@ def test_idata_has_the_groups_and_names(radon):
     assert tree.attrs["data_fingerprint"] == manifest(radon["a"])["data"]["fingerprint"]
 
 
+def test_idata_stores_per_observation_values_in_float32_and_draws_in_float64(radon):
+    tree = xr.open_datatree(radon["a"] / "idata.nc", engine="h5netcdf")
+    assert tree["log_likelihood"]["log_radon"].dtype == np.float32
+    assert tree["posterior_predictive"]["log_radon"].dtype == np.float32
+    post = tree["posterior"].to_dataset()
+    assert all(post[v].dtype == np.float64 for v in post.data_vars)
+    # summary.csv comes from the float64 draws: its means are those of the stored posterior
+    table = pd.read_csv(radon["a"] / "summary.csv", index_col=0)
+    assert table.loc["mu_floor", "mean"] == float(post["mu_floor"].mean())
+
+
 def test_radon_hierarchical_acceptance(radon):
     """The notebook's hierarchical radon fit: no divergences, converged, and the known
     posterior means (within 2 posterior sd)."""
