@@ -25,7 +25,9 @@ its files have the checksums recorded after it was compiled and checked; one tha
 cannot be loaded, or whose functions disagree with PyTensor's at the initial point (a stale
 or corrupt file) is deleted and rebuilt.
 
-Models with shared variables (``pm.Data``) fall back to nutpie's own compile.
+Data given as shared variables stay inputs of the callbacks, read from nutpie's user-data
+record, so one entry serves every data set of a model structure and `with_data` works as
+in nutpie.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
+import numpy as np
+
 __all__ = ["cache_dir", "compile_nutpie"]
 
-_WRAPPER_VERSION = "1"  # bump when the generated source below changes
+_WRAPPER_VERSION = "2"  # bump when the generated source below changes
 _LIBRARIES = ("nutpie", "numba", "llvmlite", "pytensor", "pymc", "numpy")
 _KEYS: WeakKeyDictionary = WeakKeyDictionary()  # generated function -> (directory, key)
 _LOCATOR_REGISTERED = False
@@ -66,6 +71,7 @@ def compile_nutpie(model):
     """`nutpie.compile_pymc_model(model)` with its numba callbacks cached on disk.
 
     Call with ``numba__fastmath`` set as wanted (PyTensor's keys include the flag).
+    Shared variables (data given as inputs) stay inputs: `with_data` swaps them as in nutpie.
     """
     import nutpie
 
@@ -99,11 +105,24 @@ def compile_nutpie(model):
         pymc_initial_point_fn=initial_point,
     )
     inner_keys = [CACHED_SRC_FUNCTIONS.get(f.vm.jit_fn.py_func) for f in (logp_pt, expand_pt)]
-    if logp_pt.get_shared() or expand_pt.get_shared() or None in inner_keys:
+    shared = list(dict.fromkeys([*logp_pt.get_shared(), *expand_pt.get_shared()]))
+    shared_var_keys = {var: f"s{i}" for i, var in enumerate(shared)}
+    shared_data = {}
+    for var, name in shared_var_keys.items():
+        shared_data[name] = np.array(var.get_value(), order="C", copy=True)
+        shared_data[name].flags.writeable = False
+    user_data = make_user_data(shared_var_keys, shared_data)
+    layout = _layout(user_data.dtype, shared_var_keys, shared_data)
+    if None in inner_keys or layout is None:
         return nutpie.compile_pymc_model(model)
-    key = _entry_key(inner_keys, n_dim, n_expanded)
+    args = {
+        "logp": [shared_var_keys[v] for v in logp_pt.get_shared()],
+        "expand": [shared_var_keys[v] for v in expand_pt.get_shared()],
+    }
+    key = _entry_key(inner_keys, n_dim, n_expanded, layout, args)
     try:
-        logp_c, expand_c = _cached_callbacks(logp_pt, expand_pt, initial_point_fn(0), key)
+        functions = _Functions(logp_pt, expand_pt, n_dim, n_expanded, layout, args, user_data)
+        logp_c, expand_c = _cached_callbacks(functions, initial_point_fn(0), key)
     except Exception:  # noqa: BLE001 - e.g. a read-only cache directory: compile uncached
         return nutpie.compile_pymc_model(model)
     dims, coords = _prepare_dims_and_coords(model, shape_info, renamed)
@@ -115,9 +134,9 @@ def compile_nutpie(model):
         compiled_logp_func=logp_c,
         compiled_expand_func=expand_c,
         initial_point_func=initial_point_fn,
-        shared_data={},
-        shared_var_keys={},
-        user_data=make_user_data({}, {}),
+        shared_data=shared_data,
+        shared_var_keys=shared_var_keys,
+        user_data=user_data,
         n_expanded=n_expanded,
         shape_info=shape_info,
         logp_func=logp_pt,
@@ -126,20 +145,58 @@ def compile_nutpie(model):
     )
 
 
-def _cached_callbacks(logp_pt, expand_pt, x0, key: str):
+@dataclass
+class _Functions:
+    """PyTensor's two functions and how the callbacks find the shared inputs."""
+
+    logp_pt: object
+    expand_pt: object
+    n_dim: int
+    n_expanded: int
+    layout: dict  # key -> (ndim, dtype name, data word, size word, first shape word)
+    args: dict  # "logp"/"expand" -> keys of the shared inputs, in PyTensor's order
+    user_data: np.ndarray  # nutpie's record of pointers, sizes and shapes
+
+
+def _layout(dtype, shared_var_keys, shared_data) -> dict | None:
+    """Where nutpie's user-data record keeps each shared input, in 8-byte words.
+
+    None when the record is not made of 8-byte words or an input is a scalar (then nutpie
+    compiles the model itself).
+    """
+    try:
+        record, base = dtype.fields["shared"][:2]
+        layout = {}
+        for name in shared_var_keys.values():
+            words = []
+            for part in ("data", "size", "shape"):
+                sub, offset = record.fields[part][:2]
+                field, inner = sub.fields[name][:2]
+                if field.base.itemsize != 8:
+                    return None
+                words.append((base + offset + inner) // 8)
+            value = shared_data[name]
+            if value.ndim == 0:
+                return None
+            layout[name] = (value.ndim, value.dtype.name, *words)
+    except (KeyError, TypeError):
+        return None
+    return layout if dtype.itemsize % 8 == 0 else None
+
+
+def _cached_callbacks(functions: _Functions, x0, key: str):
     """Load the entry's callbacks, or compile and store them; rebuild an entry that fails."""
-    n_dim, n_expanded = len(x0), len(expand_pt(x0)[0])
     directory = cache_dir() / "nutpie" / key
     with _entry_lock(directory):
         if not _intact(directory):  # half-written, altered or from an older layout
             _clear(directory)
         try:
-            made = _callbacks(logp_pt, expand_pt, n_dim, n_expanded, directory, key)
-            _check(*made, logp_pt, expand_pt, x0, n_expanded)
+            made = _callbacks(functions, directory, key)
+            _check(*made, functions, x0)
         except Exception:  # noqa: BLE001 - unreadable or wrong entry: rebuild it once
             _clear(directory)
-            made = _callbacks(logp_pt, expand_pt, n_dim, n_expanded, directory, key)
-            _check(*made, logp_pt, expand_pt, x0, n_expanded)
+            made = _callbacks(functions, directory, key)
+            _check(*made, functions, x0)
         _seal(directory)
     return made
 
@@ -179,9 +236,10 @@ def _seal(directory: Path) -> None:
     os.replace(temporary, directory / _SEAL)
 
 
-def _entry_key(inner_keys: list[str], n_dim: int, n_expanded: int) -> str:
+def _entry_key(inner_keys: list[str], n_dim: int, n_expanded: int, layout, args) -> str:
     versions = [f"{lib}={_version(lib)}" for lib in _LIBRARIES]
     parts = [_WRAPPER_VERSION, sys.version, *versions, *inner_keys, str(n_dim), str(n_expanded)]
+    parts += [repr(sorted(layout.items())), repr(sorted(args.items()))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -193,16 +251,18 @@ def _version(lib: str) -> str:
 
 
 # The two C callbacks nutpie calls, as in nutpie.compile_pymc (_make_c_logp_func and
-# _make_c_expand_func) for a model without shared variables. `inner` is PyTensor's function.
+# _make_c_expand_func). `inner` is PyTensor's function; the shared inputs are read from
+# nutpie's user-data record ({unpack}), so new data needs no new code.
 _LOGP_SOURCE = """
 def hbreg_nutpie_logp(dim, x_, out_, logp_, user_data_):
     if dim != {n_dim}:
         return -1
     try:
+{unpack}
         x = numba.carray(x_, ({n_dim},))
         out = numba.carray(out_, ({n_dim},))
         logp = numba.carray(logp_, ())
-        logp_val, grad = inner(x)
+        logp_val, grad = inner(x{args})
         logp[()] = logp_val
         out[...] = grad
         if not np.all(np.isfinite(out)):
@@ -220,9 +280,10 @@ def hbreg_nutpie_expand(dim, expanded, x_, out_, user_data_):
     if expanded != {n_expanded}:
         return -1
     try:
+{unpack}
         x = numba.carray(x_, ({n_dim},))
         out = numba.carray(out_, ({n_expanded},))
-        (values,) = inner(x)
+        (values,) = inner(x{args})
         out[...] = values
     except Exception:
         return -2
@@ -230,8 +291,21 @@ def hbreg_nutpie_expand(dim, expanded, x_, out_, user_data_):
 """
 
 
-def _callbacks(logp_pt, expand_pt, n_dim, n_expanded, directory: Path, key: str):
+def _unpack(layout: dict, names: list[str], words: int) -> str:
+    lines = [f"        record = numba.carray(user_data_, ({words},), np.uint64)"] if names else []
+    for name in names:
+        ndim, dtype, data, size, shape = layout[name]
+        dims = ", ".join(f"int(record[{shape + i}])" for i in range(ndim))
+        lines.append(
+            f"        {name} = numba.carray(as_pointer(record[{data}]), "
+            f"(int(record[{size}]),), np.{dtype}).reshape(({dims},))"
+        )
+    return "\n".join(lines) or "        pass"
+
+
+def _callbacks(functions: _Functions, directory: Path, key: str):
     import numba
+    from nutpie.compile_pymc import address_as_void_pointer
 
     _register_locator()
     double_ptr = numba.types.CPointer(numba.types.double)
@@ -241,47 +315,57 @@ def _callbacks(logp_pt, expand_pt, n_dim, n_expanded, directory: Path, key: str)
     expand_sig = numba.types.int64(
         numba.types.uint64, numba.types.uint64, double_ptr, double_ptr, numba.types.voidptr
     )
+    words = functions.user_data.dtype.itemsize // 8
     made = []
-    for source, name, function, sig in (
-        (_LOGP_SOURCE, "hbreg_nutpie_logp", logp_pt, logp_sig),
-        (_EXPAND_SOURCE, "hbreg_nutpie_expand", expand_pt, expand_sig),
+    for source, name, function, sig, kind in (
+        (_LOGP_SOURCE, "hbreg_nutpie_logp", functions.logp_pt, logp_sig, "logp"),
+        (_EXPAND_SOURCE, "hbreg_nutpie_expand", functions.expand_pt, expand_sig, "expand"),
     ):
-        py_func = _source_function(
-            source.format(n_dim=n_dim, n_expanded=n_expanded), name, function.vm.jit_fn
+        names = functions.args[kind]
+        text = source.format(
+            n_dim=functions.n_dim,
+            n_expanded=functions.n_expanded,
+            unpack=_unpack(functions.layout, names, words),
+            args="".join(f", {n}" for n in names),
         )
+        py_func = _source_function(text, name, function.vm.jit_fn, address_as_void_pointer)
         _KEYS[py_func] = (directory, key)
         made.append(numba.cfunc(sig, cache=True)(py_func))
     return made
 
 
-def _source_function(source: str, name: str, inner):
+def _source_function(source: str, name: str, inner, as_pointer):
     import numba
-    import numpy as np
 
     # numba rebuilds a cached function's globals from the module named here.
-    namespace = {"__name__": __name__, "numba": numba, "np": np, "inner": inner}
+    namespace = {
+        "__name__": __name__,
+        "numba": numba,
+        "np": np,
+        "inner": inner,
+        "as_pointer": as_pointer,
+    }
     exec(compile(source, f"<{name}>", "exec"), namespace)  # noqa: S102
     return namespace[name]
 
 
-def _check(logp_c, expand_c, logp_pt, expand_pt, x, n_expanded: int) -> None:
+def _check(logp_c, expand_c, functions: _Functions, x) -> None:
     """The callbacks must give what PyTensor's functions give at `x`, else the entry is bad."""
     import ctypes
-
-    import numpy as np
 
     x = np.ascontiguousarray(x, dtype=np.float64)
     grad = np.empty_like(x)
     logp = np.empty(())
-    expanded = np.empty(n_expanded)
+    expanded = np.empty(functions.n_expanded)
+    user_data = ctypes.c_void_p(functions.user_data.ctypes.data)
 
     def ptr(a):
         return a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
 
-    logp_status = logp_c.ctypes(len(x), ptr(x), ptr(grad), ptr(logp), None)
-    expand_status = expand_c.ctypes(len(x), n_expanded, ptr(x), ptr(expanded), None)
-    want_logp, want_grad = logp_pt(x)
-    (want_expanded,) = expand_pt(x)
+    logp_status = logp_c.ctypes(len(x), ptr(x), ptr(grad), ptr(logp), user_data)
+    expand_status = expand_c.ctypes(len(x), functions.n_expanded, ptr(x), ptr(expanded), user_data)
+    want_logp, want_grad = functions.logp_pt(x)
+    (want_expanded,) = functions.expand_pt(x)
     ok = (
         logp_status in (0, 3, 4)
         and expand_status == 0

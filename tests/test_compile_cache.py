@@ -22,22 +22,25 @@ MODEL = textwrap.dedent(
     import numpy as np
     import pymc as pm
 
-    def tiny_model(shift=0.0):
-        y = np.array([0.3, -1.2, 0.8, 2.1, 0.0, 1.4]) + shift
+    def tiny_model(shift=0.0, prior_sd=5.0):
+        import pytensor
+
+        # the data as a shared input (as hbreg's marginal model), the prior as a constant
+        y = pytensor.shared(np.array([0.3, -1.2, 0.8, 2.1, 0.0, 1.4]) + shift, name="y_data")
         with pm.Model() as model:
-            mu = pm.Normal("mu", 0, 5)
+            mu = pm.Normal("mu", 0, prior_sd)
             z = pm.Normal("z_signed", 0, 2)
             pm.Deterministic("scale", abs(z) + 0.5)
-            pm.Normal("y", mu, abs(z) + 0.5, observed=y)
+            pm.Potential("loglik", pm.logp(pm.Normal.dist(mu, abs(z) + 0.5), y).sum())
         return model
     """
 )
 
 
-def _tiny_model(shift=0.0):
+def _tiny_model(shift=0.0, prior_sd=5.0):
     namespace: dict = {}
     exec(MODEL, namespace)
-    return namespace["tiny_model"](shift)
+    return namespace["tiny_model"](shift, prior_sd)
 
 
 def _draws(compiled, seed=3):
@@ -92,10 +95,23 @@ def test_cached_compile_gives_nutpie_s_own_draws_and_reloads(monkeypatch, tmp_pa
 
 
 @pytest.mark.slow
-def test_other_data_is_another_entry(monkeypatch, tmp_path):
+def test_one_entry_serves_every_data_set_of_a_structure(monkeypatch, tmp_path):
+    import nutpie
+    import pytensor
+
     monkeypatch.setenv("HBREG_CACHE_DIR", str(tmp_path / "cache"))
-    _compile(_tiny_model())
-    _compile(_tiny_model(shift=1.0))
+    first = _compile(_tiny_model())
+    other = _compile(_tiny_model(shift=1.0))  # other data: loaded, not compiled
+    assert other.compiled_logp_func._cache_hits
+    assert len(list((tmp_path / "cache" / "nutpie").iterdir())) == 1
+    with pytensor.config.change_flags(numba__fastmath=False):
+        plain = nutpie.compile_pymc_model(_tiny_model(shift=1.0))
+    want = _draws(plain)
+    swapped = first.with_data(y_data=np.array([0.3, -1.2, 0.8, 2.1, 0.0, 1.4]) + 1.0)
+    for got in (_draws(other), _draws(swapped)):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    _compile(_tiny_model(prior_sd=3.0))  # another structure (a constant changed): another entry
     assert len(list((tmp_path / "cache" / "nutpie").iterdir())) == 2
 
 

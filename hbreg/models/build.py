@@ -144,7 +144,7 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         if parameterization == "marginal":
             block_idx = np.zeros(len(data.y), dtype=np.int64) if pooled else data.group_idx
             stats = sufficient_stats(data.X, data.y, block_idx, 1 if pooled else data.n_groups)
-            const = SufficientStats(*(pt.as_tensor(v) for v in vars(stats).values()))
+            const = _data_inputs(stats)
             means = [priors[c][0] if c in priors else params[c] for c in data.coef_names]
             tau = [priors[c][1] for c in block_coefs]
             varying = [data.coef_names.index(c) for c in block_coefs]
@@ -221,6 +221,20 @@ def _correlated_block(block_coefs, priors, corr_chol, dims) -> dict:
         shift = sum(corr_chol[a, m] * z[m] for m in range(a + 1))
         values[coef] = pm.Deterministic(coef, mean + sd * shift, dims=dims)
     return values
+
+
+def _data_inputs(stats: SufficientStats) -> SufficientStats:
+    """The sufficient statistics as inputs of the compiled model, not constants in its code.
+
+    The compiled logp then depends on the model's structure only: every data set of that
+    structure (simulate's replicates, refits) loads it from the compile cache instead of
+    compiling it again (see hbreg/compile_cache.py).
+    """
+    import pytensor
+
+    return SufficientStats(
+        *(pytensor.shared(value, name=f"hbreg_data_{name}") for name, value in vars(stats).items())
+    )
 
 
 _SIGNED = {"HalfNormal": "Normal", "HalfCauchy": "Cauchy", "HalfStudentT": "StudentT"}
