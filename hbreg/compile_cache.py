@@ -67,12 +67,71 @@ def cache_dir() -> Path:
     return base / "hbreg"
 
 
+_REUSABLE: list[tuple[dict, object]] = []  # (structure, compiled model) of this process
+_REUSABLE_MAX = 8
+
+
 def compile_nutpie(model):
     """`nutpie.compile_pymc_model(model)` with its numba callbacks cached on disk.
 
     Call with ``numba__fastmath`` set as wanted (PyTensor's keys include the flag).
     Shared variables (data given as inputs) stay inputs: `with_data` swaps them as in nutpie.
+    A model with the structure of one compiled earlier in this process (the same graph,
+    constants, names, coords and initial values; only the shared data may differ) reuses
+    that compiled model with its data swapped, skipping PyTensor's function building too.
     """
+    structure = _structure(model)
+    for seen, compiled in _REUSABLE if structure else ():
+        if _same_structure(seen, structure):
+            inputs = {var.name for var in compiled.shared_var_keys}
+            return compiled.with_data(**{k: v for k, v in structure["data"].items() if k in inputs})
+    compiled = _compile(model)
+    if structure and getattr(compiled, "shared_var_keys", None) is not None:
+        _REUSABLE.insert(0, (structure, compiled))
+        del _REUSABLE[_REUSABLE_MAX:]
+    return compiled
+
+
+def _structure(model) -> dict | None:
+    """What decides a model's compiled code, as PyTensor graphs and plain values.
+
+    None when its data inputs are not told apart by name (then nothing is reused).
+    """
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor import TensorType
+
+    outputs = [model.logp(), *model.deterministics]
+    shared = [v for v in ancestors(outputs) if isinstance(v, SharedVariable)]
+    data = [v for v in shared if isinstance(v.type, TensorType)]
+    names = [v.name for v in data]
+    if None in names or len(set(names)) != len(names):
+        return None
+    return {
+        "outputs": outputs,
+        "inputs": [model.rvs_to_values[rv] for rv in model.free_RVs] + shared,
+        "data": {v.name: v.get_value() for v in data},
+        "plain": (
+            [rv.name for rv in model.free_RVs],
+            [v.name for v in model.deterministics],
+            {k: tuple(v) if v is not None else None for k, v in model.coords.items()},
+            dict(model.named_vars_to_dims),
+            {rv.name: repr(v) for rv, v in model.rvs_to_initial_values.items()},
+            [(v.name, str(v.type)) for v in shared],
+            [np.ndim(v.get_value()) for v in data],
+        ),
+    }
+
+
+def _same_structure(a: dict, b: dict) -> bool:
+    from pytensor.graph.basic import equal_computations
+
+    if a["plain"] != b["plain"]:
+        return False
+    return equal_computations(a["outputs"], b["outputs"], in_xs=a["inputs"], in_ys=b["inputs"])
+
+
+def _compile(model):
     import nutpie
 
     try:

@@ -37,6 +37,23 @@ MODEL = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_reuse_within_the_process():
+    """Each compile below goes to the disk cache unless a test asks for in-process reuse."""
+    from hbreg import compile_cache
+
+    compile_cache._REUSABLE.clear()
+    yield
+    compile_cache._REUSABLE.clear()
+
+
+def _compile_fresh(model):
+    from hbreg import compile_cache
+
+    compile_cache._REUSABLE.clear()
+    return _compile(model)
+
+
 def _tiny_model(shift=0.0, prior_sd=5.0):
     namespace: dict = {}
     exec(MODEL, namespace)
@@ -86,7 +103,7 @@ def test_cached_compile_gives_nutpie_s_own_draws_and_reloads(monkeypatch, tmp_pa
     assert len(_cache_files(tmp_path / "cache")) == 4  # index + data of two callbacks
     with pytensor.config.change_flags(numba__fastmath=False):
         plain = nutpie.compile_pymc_model(_tiny_model())
-    again = _compile(_tiny_model())  # loaded from disk this time
+    again = _compile_fresh(_tiny_model())  # loaded from disk this time
     assert again.compiled_logp_func._cache_hits and again.compiled_expand_func._cache_hits
     want = _draws(plain)
     for got in (_draws(cached), _draws(again)):
@@ -101,7 +118,7 @@ def test_one_entry_serves_every_data_set_of_a_structure(monkeypatch, tmp_path):
 
     monkeypatch.setenv("HBREG_CACHE_DIR", str(tmp_path / "cache"))
     first = _compile(_tiny_model())
-    other = _compile(_tiny_model(shift=1.0))  # other data: loaded, not compiled
+    other = _compile_fresh(_tiny_model(shift=1.0))  # other data: loaded, not compiled
     assert other.compiled_logp_func._cache_hits
     assert len(list((tmp_path / "cache" / "nutpie").iterdir())) == 1
     with pytensor.config.change_flags(numba__fastmath=False):
@@ -111,8 +128,30 @@ def test_one_entry_serves_every_data_set_of_a_structure(monkeypatch, tmp_path):
     for got in (_draws(other), _draws(swapped)):
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
-    _compile(_tiny_model(prior_sd=3.0))  # another structure (a constant changed): another entry
+    _compile_fresh(
+        _tiny_model(prior_sd=3.0)
+    )  # another structure (a constant changed): another entry
     assert len(list((tmp_path / "cache" / "nutpie").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_a_process_reuses_its_compiled_model_for_new_data_of_the_same_structure(
+    monkeypatch, tmp_path
+):
+    import nutpie
+    import pytensor
+
+    monkeypatch.setenv("HBREG_CACHE_DIR", str(tmp_path / "cache"))
+    first = _compile(_tiny_model())
+    reused = _compile(_tiny_model(shift=1.0))
+    assert reused.logp_func is first.logp_func  # no PyTensor function built again
+    with pytensor.config.change_flags(numba__fastmath=False):
+        plain = nutpie.compile_pymc_model(_tiny_model(shift=1.0))
+    want = _draws(plain)
+    for name, values in _draws(reused).items():
+        np.testing.assert_array_equal(values, want[name])
+    np.testing.assert_array_equal(_draws(first)["mu"], _draws(_compile(_tiny_model()))["mu"])
+    assert _compile(_tiny_model(prior_sd=3.0)).logp_func is not first.logp_func
 
 
 @pytest.mark.slow
@@ -132,10 +171,10 @@ def test_a_corrupt_entry_is_rebuilt(monkeypatch, tmp_path, damage):
         a, b = (f.read_bytes() for f in data)
         data[0].write_bytes(b)
         data[1].write_bytes(a)
-    rebuilt = _compile(_tiny_model())
+    rebuilt = _compile_fresh(_tiny_model())
     for name, values in _draws(rebuilt).items():
         np.testing.assert_array_equal(values, want[name])
-    reloaded = _compile(_tiny_model())  # the rebuilt entry is whole again
+    reloaded = _compile_fresh(_tiny_model())  # the rebuilt entry is whole again
     assert reloaded.compiled_logp_func._cache_hits
 
 
