@@ -41,7 +41,8 @@ compare: install ## Fit the radon models if needed, then rank them and draw the 
 simulate: install ## Simulate the notebook's two-group example and report the recovery
 	$(HBREG) simulate configs/simulate_two_groups.yaml
 
-bench: install ## Benchmarks against plain PyMC scripts and non-centered sampling, measured in the same run
+bench: install ## Whole processes against a plain PyMC script first, then in-process benchmarks against plain PyMC scripts and non-centered sampling
+	$(BIN)/python bench/bench_process.py
 	$(BIN)/python bench/bench_radon.py
 	$(BIN)/python bench/bench_scaling.py
 	$(BIN)/python bench/bench_correlated.py
