@@ -97,6 +97,7 @@ def _structure(model) -> dict | None:
 
     None when its data inputs are not told apart by name (then nothing is reused).
     """
+    import pytensor
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.traversal import ancestors
     from pytensor.tensor import TensorType
@@ -119,6 +120,7 @@ def _structure(model) -> dict | None:
             {rv.name: repr(v) for rv, v in model.rvs_to_initial_values.items()},
             [(v.name, str(v.type)) for v in shared],
             [np.ndim(v.get_value()) for v in data],
+            pytensor.config.numba__fastmath,
         ),
     }
 
