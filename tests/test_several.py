@@ -228,3 +228,17 @@ def test_validate_names_every_factor(cli):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "10 groups of 'batch', 30 groups of 'batch:cask'" in text
+
+
+def test_validate_refuses_an_override_of_no_parameter(cli, write_config):
+    path = write_config(
+        {
+            "name": "p",
+            "data": {"dataset": "penicillin"},
+            "model": {"formula": "diameter ~ 1 + (1 | plate) + (1 | sample)"},
+            "priors": {"overrides": {"sigma_intercept|plat": {"dist": "HalfNormal", "sigma": 1}}},
+        }
+    )
+    result = cli("validate", path)
+    assert result.exit_code == 2, result.output
+    assert "no parameter 'sigma_intercept|plat'" in " ".join(result.output.split())

@@ -16,15 +16,25 @@ import pandas as pd
 
 from hbreg.config import Config
 from hbreg.config.formula import Formula
+from hbreg.config.priors import PriorProblem, check_prior
 from hbreg.config.schema import role_problems
 from hbreg.errors import ConfigError, DataError
-from hbreg.names import INTERCEPT, design_coefficient
+from hbreg.names import (
+    INTERCEPT,
+    RESIDUAL_SD,
+    design_coefficient,
+    factor_sd,
+    population_mean,
+)
 
 __all__ = [
     "FactorDesign",
     "FormulaDesign",
     "apply_reference_levels",
     "formula_design",
+    "parameter_roles",
+    "population_names",
+    "several_factor_problems",
     "with_formula_roles",
 ]
 
@@ -202,9 +212,43 @@ def with_formula_roles(config: Config, data) -> Config:
             ),
         }
     )
-    if data.factors:  # several factors: the builder checks its own names and overrides
-        return resolved
-    problems = role_problems(resolved)
+    problems = several_factor_problems(config, data) if data.factors else role_problems(resolved)
     if problems:
         raise ConfigError("invalid config (model.formula):\n  " + "\n  ".join(problems))
     return resolved
+
+
+def population_names(data) -> dict[str, str]:
+    """Several factors: coefficient -> `mu_<coef>` if it varies by any factor, else `<coef>`."""
+    varying = {c for f in data.factors for c in f.varying}
+    return {c: population_mean(c) if c in varying else c for c in data.coef_names}
+
+
+def parameter_roles(data) -> dict[str, str]:
+    """Several factors: every sampled scalar parameter -> 'coefficient' or 'scale'."""
+    roles = {name: "coefficient" for name in population_names(data).values()}
+    for factor in data.factors:
+        roles.update({factor_sd(c, factor.name): "scale" for c in factor.varying})
+    roles[RESIDUAL_SD] = "scale"
+    return roles
+
+
+def several_factor_problems(config: Config, data) -> list[str]:
+    """Prior overrides and correlation priors that name nothing in a several-factor model."""
+    roles = parameter_roles(data)
+    problems = []
+    for name, spec in config.priors.overrides.items():
+        if name not in roles:
+            problems.append(f"priors.overrides: no parameter '{name}'; parameters: {list(roles)}")
+            continue
+        try:
+            check_prior(spec, positive=roles[name] == "scale")
+        except PriorProblem as exc:
+            problems.append(f"priors.overrides -> {name}: {exc}")
+    factors = [f.name for f in data.factors]
+    for factor in config.priors.group_corr_by:
+        if factor not in factors:
+            problems.append(
+                f"priors.group_corr_by: no grouping factor '{factor}'; factors: {factors}"
+            )
+    return problems

@@ -31,8 +31,9 @@ import numpy as np
 from scipy import sparse
 
 from hbreg.config import Config, correlation_prior
-from hbreg.config.priors import PriorProblem, check_prior, to_pymc
+from hbreg.config.priors import to_pymc
 from hbreg.data import ModelData
+from hbreg.data.formula import parameter_roles, population_names, several_factor_problems
 from hbreg.errors import ConfigError
 from hbreg.models.marginal import SufficientStats, draw_group_coefficients, marginal_loglik
 from hbreg.models.marginal import sufficient_stats as _sufficient_stats
@@ -44,10 +45,9 @@ from hbreg.names import (
     factor_effect,
     factor_sd,
     offset,
-    population_mean,
 )
 
-__all__ = ["SeveralFactors", "build_several", "complete_several", "population_names"]
+__all__ = ["SeveralFactors", "build_several", "complete_several"]
 
 
 @dataclass
@@ -58,38 +58,9 @@ class SeveralFactors:
     stats: SufficientStats | None
 
 
-def population_names(data: ModelData) -> dict[str, str]:
-    """Coefficient -> its population name: `mu_<coef>` if it varies by any factor, else `<coef>`."""
-    varying = {c for f in data.factors for c in f.varying}
-    return {c: population_mean(c) if c in varying else c for c in data.coef_names}
-
-
-def parameter_roles(data: ModelData) -> dict[str, str]:
-    """Every sampled scalar parameter -> its prior role ('coefficient' or 'scale')."""
-    roles = {name: "coefficient" for name in population_names(data).values()}
-    for factor in data.factors:
-        roles.update({factor_sd(c, factor.name): "scale" for c in factor.varying})
-    roles[RESIDUAL_SD] = "scale"
-    return roles
-
-
 def _priors(config: Config, data: ModelData) -> dict[str, dict]:
     roles = parameter_roles(data)
-    problems = []
-    for name, spec in config.priors.overrides.items():
-        if name not in roles:
-            problems.append(f"priors.overrides: no parameter '{name}'; parameters: {list(roles)}")
-            continue
-        try:
-            check_prior(spec, positive=roles[name] == "scale")
-        except PriorProblem as exc:
-            problems.append(f"priors.overrides -> {name}: {exc}")
-    factors = [f.name for f in data.factors]
-    for factor in config.priors.group_corr_by:
-        if factor not in factors:
-            problems.append(
-                f"priors.group_corr_by: no grouping factor '{factor}'; factors: {factors}"
-            )
+    problems = several_factor_problems(config, data)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     default = {"coefficient": config.priors.coefficient, "scale": config.priors.group_sd}
