@@ -155,13 +155,15 @@ def fit(
 ):
     """Fit an experiment and write its run directory."""
     from hbreg.config import load_config
-    from hbreg.fit import fit as run_fit
-    from hbreg.fit import prepare
-    from hbreg.report import fit_progress, print_design_checks, print_fit
     from hbreg.signals import handle_sigterm
 
     handle_sigterm()
-    cfg, data = prepare(load_config(config, overrides or []))
+    loaded = load_config(config, overrides or [])  # a typo is refused before the heavy imports
+    from hbreg.fit import fit as run_fit
+    from hbreg.fit import prepare
+    from hbreg.report import fit_progress, print_design_checks, print_fit
+
+    cfg, data = prepare(loaded, warn=_warn)
     print_design_checks(console, data.design_checks)
     with fit_progress(console, cfg) as progress:
         result = run_fit(cfg, command=shlex.join(sys.argv), progress=progress, prepared=data)
@@ -179,7 +181,9 @@ def validate(
     """Check a config and its data without sampling."""
     from hbreg.config import load_config
     from hbreg.fit import prepare
+    from hbreg.models import resolve_parameterization
     from hbreg.report import print_design_checks
+    from hbreg.resources import estimate_resources
 
     cfg, data = prepare(load_config(config, overrides or []))
     groups = f", {data.n_groups} groups of '{data.group_dim}'" if data.group_dim else ""
@@ -189,9 +193,18 @@ def validate(
         f"[green]ok[/] {cfg.name}: {len(data.y)} rows{groups}; {cfg.model.pooling} model of "
         f"'{data.outcome}' on {', '.join(data.coef_names)}"
     )
+    estimate = estimate_resources(cfg, data, parameterization=resolve_parameterization(cfg))
+    console.print(f"estimate: {estimate.describe()}", highlight=False, soft_wrap=True)
     for note in data.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     print_design_checks(console, data.design_checks)
+
+
+def _warn(message: str) -> None:
+    """A warning before the work starts, on stderr so that piped results stay clean."""
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -207,12 +220,30 @@ def datasets():
 @_user_errors
 def runs(
     root: Annotated[Path, typer.Argument(help="Output root.")] = Path("outputs"),
+    clean: Annotated[
+        bool,
+        typer.Option("--clean", help="Remove hidden directories left by killed processes."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --clean: do not ask.")] = False,
 ):
     """List runs, newest first: name, time, status, pooling, divergences, worst r_hat."""
     from hbreg.report import print_runs
-    from hbreg.runs import list_runs
+    from hbreg.runs import leftovers, list_runs, remove_leftovers
 
-    print_runs(console, list_runs(root))
+    if not clean:
+        print_runs(console, list_runs(root), leftovers(root))
+        return
+    abandoned = [info for info in leftovers(root) if info.status == "abandoned"]
+    if not abandoned:
+        console.print(f"nothing to clean in '{root}'", highlight=False)
+        return
+    for info in abandoned:
+        console.print(f"abandoned: {info.path}", highlight=False, soft_wrap=True)
+    if not yes and not typer.confirm(f"Remove these {len(abandoned)} directories?"):
+        console.print("nothing removed", highlight=False)
+        return
+    removed = remove_leftovers(root)
+    console.print(f"removed {len(removed)} abandoned directories", highlight=False)
 
 
 @app.command()

@@ -58,19 +58,29 @@ class FitResult:
     standardization: dict | None = None
 
 
-def prepare(config: Config) -> tuple[Config, ModelData]:
+def prepare(config: Config, *, warn=None) -> tuple[Config, ModelData]:
     """Validate everything that needs no sampling; fill in the seed so the run can be repeated.
 
     The data come back with their design checks (`hbreg.data.checks`) for the terminal
-    and the manifest.
+    and the manifest. Includes the resource estimate (`hbreg.resources`): a run that
+    cannot fit in the machine's memory or on the output disk is refused here, before
+    anything is written; one close to the limit is warned about through `warn` (a
+    callable taking the text) and in the run's notes.
     """
     resolve_backend(config.sampler.backend)
     data = load_model_data(config)
     config = with_formula_roles(config, data)
     data = _with_design_checks(config, data)
     from hbreg.models import resolve_parameterization
+    from hbreg.resources import check_resources, estimate_resources
 
-    resolve_parameterization(config)
+    parameterization = resolve_parameterization(config)
+    for warning in check_resources(
+        estimate_resources(config, data, parameterization=parameterization)
+    ):
+        data.notes.append(warning)
+        if warn is not None:
+            warn(warning)
     if config.sampler.seed is None:
         config = config.model_copy(deep=True)
         config.sampler.seed = int(np.random.SeedSequence().entropy % 2**32)

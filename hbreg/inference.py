@@ -69,14 +69,22 @@ def sample(model, settings: SamplerConfig, *, seed: int, progress: ProgressCallb
             result = _sample_nutpie(model, settings, seed=seed, cores=cores, progress=progress)
         else:
             result = _sample_pymc(model, settings, seed=seed, cores=cores, backend=backend)
-    except (KeyboardInterrupt, SamplingError):
+    except (KeyboardInterrupt, SystemExit, SamplingError):
         raise
-    except Exception as exc:  # the samplers raise many unrelated types
-        raise SamplingError(f"sampling with {backend} failed: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # noqa: BLE001 - the samplers raise many unrelated types,
+        # and a panic in nutpie's Rust code arrives as pyo3's PanicException, a BaseException
+        raise SamplingError(f"sampling with {backend} failed: {_one_line(exc)}") from exc
     # nutpie and PyMC catch Ctrl-C and return the draws made so far: never keep those.
     if interrupted():
         raise KeyboardInterrupt(interrupted())
     return result
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, at most `limit` characters (a panic's is long)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _sample_nutpie(model, settings, *, seed, cores, progress):

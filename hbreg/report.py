@@ -6,7 +6,8 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+
+from hbreg.terminal import print_table
 
 __all__ = ["fit_progress", "print_design_checks", "print_fit", "print_runs"]
 
@@ -45,22 +46,27 @@ def fit_progress(console: Console, config):
 
 def print_fit(console: Console, result) -> None:
     """Key parameters, the diagnostics verdict, notes, and the run directory last."""
-    table = Table(title=f"Posterior ({result.parameterization}, {result.backend})")
-    for column in ("parameter", "mean", "sd", "5%", "95%", "ess_bulk", "r_hat"):
-        table.add_column(column, justify="left" if column == "parameter" else "right")
     summary = result.summary
+    rows = []
     for name in result.key_parameters:
         row = summary.loc[name]
-        table.add_row(
-            name,
-            f"{row['mean']:.3f}",
-            f"{row['sd']:.3f}",
-            f"{row.iloc[2]:.3f}",
-            f"{row.iloc[3]:.3f}",
-            f"{row['ess_bulk']:.0f}",
-            f"{row['r_hat']:.3f}",
+        rows.append(
+            [
+                name,
+                f"{row['mean']:.3f}",
+                f"{row['sd']:.3f}",
+                f"{row.iloc[2]:.3f}",
+                f"{row.iloc[3]:.3f}",
+                f"{row['ess_bulk']:.0f}",
+                f"{row['r_hat']:.3f}",
+            ]
         )
-    console.print(table)
+    print_table(
+        console,
+        ["parameter", "mean", "sd", "5%", "95%", "ess_bulk", "r_hat"],
+        rows,
+        title=f"Posterior ({result.parameterization}, {result.backend})",
+    )
     diag = result.diagnostics
     verdict = "[green]pass[/]" if diag.passed else "[red]fail[/]"
     console.print(
@@ -90,22 +96,43 @@ def print_design_checks(console: Console, checks, *, only_warnings: bool = False
             console.print(f"note: {escape(check.message)}", highlight=False)
 
 
-def print_runs(console: Console, runs) -> None:
-    """One line per run, newest first."""
-    table = Table()
-    for column in ("run", "name", "started", "status", "pooling", "divergences", "worst r_hat"):
-        table.add_column(column)
+def print_runs(console: Console, runs, leftovers=()) -> None:
+    """One line per run, newest first, then hidden leftovers of killed processes."""
+    rows = []
     for run in runs:
         m = run.manifest
         diag = m.get("diagnostics", {})
         r_hat = diag.get("worst_r_hat")
-        table.add_row(
-            run.path.name,
-            run.name,
-            m.get("started", "?"),
-            run.status,
-            m.get("pooling", "-"),
-            str(diag.get("divergences", "-")),
-            f"{r_hat:.3f}" if r_hat is not None else "-",
+        rows.append(
+            [
+                run.path.name,
+                run.name,
+                m.get("started", "?"),
+                run.status,
+                m.get("pooling", "-"),
+                str(diag.get("divergences", "-")),
+                f"{r_hat:.3f}" if r_hat is not None else "-",
+            ]
         )
-    console.print(table if runs else "no runs")
+    if rows:
+        print_table(
+            console,
+            ["run", "name", "started", "status", "pooling", "divergences", "worst r_hat"],
+            rows,
+            justify=["left"] * 5 + ["right"] * 2,
+        )
+    else:
+        console.print("no runs")
+    if leftovers:
+        print_table(
+            console,
+            ["leftover", "name", "started", "status"],
+            [
+                [info.path.name, info.name, info.manifest.get("started", "?"), info.status]
+                for info in leftovers
+            ],
+            title="Hidden temporary directories (a process killed mid-run leaves one)",
+            justify=["left"] * 4,
+        )
+        if any(info.status == "abandoned" for info in leftovers):
+            console.print("remove the abandoned ones with: hbreg runs --clean", highlight=False)

@@ -4,8 +4,10 @@ A run is written under a hidden temporary name in the output root and renamed to
 `<YYYY-MM-DD_HH-MM-SS>_<name>[_<n>]` only when everything is on disk, with
 `manifest.json` saying `complete`. A run that fails or is interrupted is renamed to
 `...<name>.failed` / `.interrupted` with `error.log`; nothing that lists runs takes
-either for a complete one. A process killed outright (SIGKILL, power loss) leaves only
-the hidden `.tmp-...` directory, which listing ignores.
+either for a complete one. A process killed outright (SIGKILL, the kernel's OOM killer,
+a native crash in the sampler, power loss) leaves only the hidden `.tmp-...` directory,
+which `list_runs` ignores; `leftovers` finds such directories (`abandoned` once the
+process named in them is gone) so that `hbreg runs` shows them and `--clean` removes them.
 
 `RunDirectory` is the one way a command opens a run: used as a context manager, it
 finishes the run when the block ends and abandons it (failed or interrupted, with the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -28,7 +31,15 @@ from pathlib import Path
 from hbreg.errors import OutputError
 from hbreg.signals import Interrupted, interrupted, note_abandoned, uninterruptible
 
-__all__ = ["RunDirectory", "RunInfo", "elapsed", "list_runs", "load_run"]
+__all__ = [
+    "RunDirectory",
+    "RunInfo",
+    "elapsed",
+    "leftovers",
+    "list_runs",
+    "load_run",
+    "remove_leftovers",
+]
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
 TEMP_PREFIX = ".tmp-"
@@ -289,6 +300,71 @@ def list_runs(root: str | Path, *, kind: str | None = None) -> list[RunInfo]:
             runs.append(info)
     runs.sort(key=lambda r: (str(r.manifest.get("started", "")), r.path.name), reverse=True)
     return runs
+
+
+_TEMP_PID = re.compile(r"-(\d+)-[0-9a-f]{6}$")
+
+
+def leftovers(root: str | Path) -> list[RunInfo]:
+    """Hidden `.tmp-...` run directories under `root`, newest first.
+
+    Status `running` while the process that writes it (its pid is in the name) is alive,
+    else `abandoned`: the process was killed before it could mark the run failed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    try:
+        children = sorted(root.iterdir())
+    except OSError as exc:
+        raise OutputError(f"cannot list runs in '{root}': {_reason(exc)}") from None
+    found = []
+    for child in children:
+        if not child.name.startswith(TEMP_PREFIX) or not child.is_dir():
+            continue
+        try:
+            manifest = dict(load_run(child).manifest)
+        except OutputError:
+            manifest = {"name": child.name}
+        match = _TEMP_PID.search(child.name)
+        alive = match is not None and _process_alive(int(match.group(1)))
+        manifest["status"] = "running" if alive else "abandoned"
+        found.append(RunInfo(path=child, manifest=manifest))
+    found.sort(key=lambda r: (str(r.manifest.get("started", "")), r.path.name), reverse=True)
+    return found
+
+
+def remove_leftovers(root: str | Path) -> list[Path]:
+    """Delete the `abandoned` hidden directories under `root` (never a running one)."""
+    removed = []
+    for info in leftovers(root):
+        if info.status != "abandoned":
+            continue
+        try:
+            shutil.rmtree(info.path)
+        except OSError as exc:
+            raise OutputError(f"cannot remove '{info.path}': {_reason(exc)}") from None
+        removed.append(info.path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process that could be hbreg (not a reused pid of another program)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    except OSError:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid
+    return b"hbreg" in cmdline or b"python" in cmdline
 
 
 def elapsed(start: float) -> float:

@@ -60,6 +60,14 @@ EXPECTED = {
     "wrong_same_column_twice.yaml": "column(s) ['log_radon'] used in more than one role",
     "wrong_no_coefficients.yaml": "the model has no coefficients",
     "wrong_group_predictors_pooled.yaml": "data.group_predictors need model.pooling 'hierarchical'",
+    # values that can only be typos, and sizes beyond the machine
+    "wrong_draws_typo.yaml": "sampler -> draws: 1,000,000,000 is above the limit of 1,000,000 "
+    "(8.0 GB per parameter and chain): a few thousand draws",
+    "wrong_tune_typo.yaml": "sampler -> tune: 5,000,000 is above the limit of 100,000",
+    "wrong_chains_typo.yaml": "sampler -> chains: 400 is above the limit of 64",
+    "wrong_tree_depth_typo.yaml": "sampler -> max_tree_depth: 100 is above the limit of 20",
+    "wrong_beyond_memory.yaml": "of memory (64 chains x 1,000,000 draws x 175 parameters, "
+    "919 observations) and",
     # priors
     "wrong_unknown_distribution.yaml": "unknown distribution 'Normol'. Did you mean 'Normal'?",
     "wrong_prior_negative_sigma.yaml": "priors -> coefficient: Normal parameter sigma must be a "

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from hbreg.errors import SamplingError
+from hbreg.resources import BASELINE_BYTES
 from hbreg.runs import list_runs
 
 HBREG_SCRIPT = Path(sys.executable).with_name("hbreg")
@@ -163,6 +164,11 @@ def test_sigkill_leaves_only_a_hidden_directory_that_nothing_lists(tmp_path, cli
     assert list_runs(root) == []
     result = cli("runs", root)
     assert result.exit_code == 0 and "no runs" in result.output
+    # ... but `hbreg runs` shows the leftover as abandoned, and --clean removes it
+    row = next(line for line in result.output.splitlines() if tmp.name in line)
+    assert "abandoned" in row
+    assert cli("runs", root, "--clean", "--yes").exit_code == 0
+    assert hidden(root) == []
 
 
 def test_two_fits_started_in_the_same_second_get_two_complete_directories(tmp_path):
@@ -376,3 +382,198 @@ def test_full_disk_mid_run_exits_3_and_marks_the_run_failed(tmp_path):
     assert "No space left on device" in output
     assert "Traceback" not in output
     assert [r.name.endswith(".failed") for r in runs_left] == [True]
+
+
+# Absurd sizes, native crashes and leftovers (issue 15) ------------------------------------
+
+
+def test_mistyped_draws_exit_2_within_a_second_and_write_nothing(tmp_path):
+    # A real process: what a user waits for, interpreter start included.
+    config = radon_config(tmp_path, {"draws": 1_000_000_000})
+    started = time.monotonic()
+    result = subprocess.run([*HBREG, "fit", str(config)], capture_output=True, text=True)
+    took = time.monotonic() - started
+    print(f"draws 1e9 refused in {took:.2f} s")
+    assert result.returncode == 2, result.stderr
+    assert "sampler -> draws: 1,000,000,000 is above the limit of 1,000,000" in result.stderr
+    assert "8.0 GB per parameter and chain" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "outputs").exists()
+    assert took < 3  # about 0.5 s here; generous for a loaded CI machine
+
+
+def test_run_beyond_memory_is_refused_before_anything_is_written(
+    cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    available = BASELINE_BYTES + 10_000_000  # the libraries fit, the draws do not
+    monkeypatch.setattr("hbreg.resources.available_memory", lambda: available)
+    monkeypatch.setattr("hbreg.fit.sample", lambda *a, **k: pytest.fail("sampled"))
+    result = cli("fit", write_config(radon_hier_config))
+    assert result.exit_code == 2, result.output
+    assert "the run needs about" in result.output
+    assert "of memory (2 chains x 300 draws x 175 parameters, 919 observations)" in result.output
+    # the pointwise log-likelihood (600 draws x 919 rows) outweighs the posterior here
+    assert "610.0 MB is available; lower output.pointwise_limit" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_run_beyond_the_free_disk_is_refused_naming_output_root(
+    cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("hbreg.resources.shutil.disk_usage", lambda p: usage(10**9, 0, 10**6))
+    result = cli("fit", write_config(radon_hier_config))
+    assert result.exit_code == 2, result.output
+    assert "of disk (2 chains x 300 draws x 175 parameters" in result.output
+    assert f"and 1.0 MB is free in '{tmp_path}'" in result.output
+    assert "set output.root to a disk with more space" in result.output
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_run_close_to_the_memory_limit_warns_with_the_numbers(
+    cli, write_config, radon_hier_config, monkeypatch
+):
+    from hbreg.config import parse_config
+    from hbreg.fit import prepare
+    from hbreg.resources import estimate_resources
+
+    config = parse_config(radon_hier_config)
+    needed = estimate_resources(config, prepare(config)[1], parameterization="marginal").memory
+    monkeypatch.setattr("hbreg.resources.available_memory", lambda: int(needed * 1.5))
+    result = cli("validate", write_config(radon_hier_config))
+    assert result.exit_code == 0, result.output
+    assert "estimate: memory ~" in result.output and "disk ~" in result.output
+    assert "note: close to the limit: the run needs about" in result.output
+    warned = []
+    prepare(config, warn=warned.append)
+    assert len(warned) == 1 and "of memory (2 chains x 300 draws" in warned[0]
+
+
+def test_estimate_counts_group_coefficients_and_pointwise_draws(radon_hier_config):
+    from hbreg.config import parse_config
+    from hbreg.fit import prepare
+    from hbreg.resources import VALUE_BYTES, estimate_resources
+
+    config = parse_config(radon_hier_config)
+    data = prepare(config)[1]
+    est = estimate_resources(config, data, parameterization="marginal")
+    samples = 2 * 300
+    assert est.parts["posterior"] == samples * (5 + 2 * 85) * VALUE_BYTES
+    assert est.parts["log_likelihood"] == samples * 919 * VALUE_BYTES  # under the limit
+    capped = parse_config({**radon_hier_config, "output": {"pointwise_limit": 1000, "plots": []}})
+    est = estimate_resources(capped, data, parameterization="marginal")
+    assert est.parts["log_likelihood"] == 0  # not stored: over output.pointwise_limit
+    assert est.parts["posterior_predictive"] == 2 * 1 * 919 * VALUE_BYTES  # 1 draw per chain
+
+
+class PanicException(BaseException):
+    """What pyo3 raises in Python for a panic in nutpie's Rust code: not an Exception."""
+
+
+def test_native_panic_in_the_sampler_exits_3_with_one_line_and_a_failed_run(
+    cli, write_config, radon_hier_config, tmp_path, monkeypatch
+):
+    import nutpie
+
+    def panicking(*args, **kwargs):
+        raise PanicException(
+            "called `Result::unwrap()` on an `Err` value: capacity overflow\n"
+            "note: run with `RUST_BACKTRACE=1` to display a backtrace"
+        )
+
+    monkeypatch.setattr(nutpie, "sample", panicking)
+    radon_hier_config["sampler"] = {**TINY, "backend": "nutpie"}
+    result = cli("fit", write_config(radon_hier_config))
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(
+        "error: sampling with nutpie failed: PanicException: called `Result::unwrap()`"
+    )
+    assert "Traceback" not in result.output and "RUST_BACKTRACE" not in result.output
+    run = _assert_marked(tmp_path / "outputs", "failed")
+    assert "PanicException" in (run / "error.log").read_text()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _leftover(root: Path, name: str, pid: int) -> Path:
+    path = root / f".tmp-2026-01-02_03-04-05_{name}-{pid}-abc123"
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(
+        json.dumps({"status": "running", "name": name, "started": "2026-01-02T03:04:05"})
+    )
+    return path
+
+
+def test_runs_shows_leftovers_and_clean_removes_only_abandoned_ones(cli, tmp_path):
+    root = tmp_path / "outputs"
+    dead = _leftover(root, "killed_fit", _dead_pid())
+    alive = _leftover(root, "live_fit", os.getpid())
+    listed = cli("runs", root)
+    assert listed.exit_code == 0, listed.output
+    assert "no runs" in listed.output
+    row = next(line for line in listed.output.splitlines() if dead.name in line)
+    assert "abandoned" in row and "killed_fit" in row
+    row = next(line for line in listed.output.splitlines() if alive.name in line)
+    assert "running" in row
+    assert "hbreg runs --clean" in listed.output
+
+    declined = CliRunnerInput(cli, "n\n")("runs", root, "--clean")
+    assert declined.exit_code == 0 and "nothing removed" in declined.output
+    assert dead.exists()
+    accepted = CliRunnerInput(cli, "y\n")("runs", root, "--clean")
+    assert accepted.exit_code == 0, accepted.output
+    assert "removed 1 abandoned directories" in accepted.output
+    assert not dead.exists() and alive.exists()  # a running fit is never removed
+
+    again = _leftover(root, "killed_again", _dead_pid())
+    forced = cli("runs", root, "--clean", "--yes")
+    assert forced.exit_code == 0 and not again.exists() and alive.exists()
+    assert "nothing to clean" in cli("runs", root, "--clean").output
+
+
+def CliRunnerInput(_cli, text: str):  # noqa: N802 - reads like the runner it wraps
+    from typer.testing import CliRunner
+
+    from hbreg.cli import app
+
+    def invoke(*args):
+        return CliRunner().invoke(app, [str(a) for a in args], input=text)
+
+    return invoke
+
+
+def test_runs_in_a_pipe_shows_full_run_names(tmp_path):
+    root = tmp_path / "outputs"
+    long_name = "radon_hierarchical_with_a_long_experiment_name_for_compare"
+    for stamp in ("2026-01-02_03-04-05", "2026-01-03_03-04-05"):
+        run = root / f"{stamp}_{long_name}"
+        run.mkdir(parents=True)
+        (run / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "status": "complete",
+                    "name": long_name,
+                    "started": stamp.replace("_", "T"),
+                    "pooling": "hierarchical",
+                    "diagnostics": {"divergences": 0, "worst_r_hat": 1.0042},
+                }
+            )
+        )
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS")}
+    result = subprocess.run(
+        f"{' '.join(HBREG)} runs {root} | cat", shell=True, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    for stamp in ("2026-01-02_03-04-05", "2026-01-03_03-04-05"):
+        line = next(x for x in result.stdout.splitlines() if x.startswith(f"{stamp}_"))
+        assert f"{stamp}_{long_name}  {long_name}" in line and "1.004" in line

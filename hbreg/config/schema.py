@@ -23,6 +23,7 @@ from hbreg.names import (
     group_sd,
     population_mean,
 )
+from hbreg.terminal import format_bytes
 
 __all__ = [
     "PLOT_KINDS",
@@ -172,17 +173,57 @@ def _checked(spec: dict, *, positive: bool) -> dict:
     return spec
 
 
+# Values above these can only be typos; each bound comes with the reason given to the user.
+# What merely may not fit (memory, disk) is estimated per run by `hbreg.resources` instead.
+SAMPLER_BOUNDS = {
+    "draws": (
+        1_000_000,
+        "a few thousand draws per chain already give an ESS in the thousands; "
+        "more than a million is almost surely a typo",
+    ),
+    "tune": (
+        100_000,
+        "NUTS adapts its step size and mass matrix within a few thousand steps; "
+        "more than 100,000 tuning steps never help",
+    ),
+    "chains": (
+        64,
+        "4 chains are the convention for r_hat; more than 64 cannot run in parallel "
+        "on any ordinary machine",
+    ),
+    "max_tree_depth": (
+        20,
+        "depth 20 is already 1,048,576 gradient evaluations per draw; a posterior that needs "
+        "more wants reparameterizing, not deeper trees",
+    ),
+}
+
+
 class SamplerConfig(_Section):
     """NUTS settings; `seed` is drawn once and saved when not given, so runs can be repeated."""
 
     draws: int = Field(1000, ge=1)
     tune: int = Field(1000, ge=0)
-    chains: int = Field(4, ge=1, le=64)
+    chains: int = Field(4, ge=1)
     cores: int | None = Field(None, ge=1)
     target_accept: float = Field(0.8, gt=0, lt=1)
-    max_tree_depth: int = Field(10, ge=1, le=20)
+    max_tree_depth: int = Field(10, ge=1)
     seed: int | None = Field(None, ge=0, lt=2**32)
     backend: Literal["auto", "nutpie", "pymc", "numpyro"] = "auto"
+
+    @field_validator(*SAMPLER_BOUNDS, mode="after")
+    @classmethod
+    def _below_typo_bound(cls, value: int, info):
+        bound, reason = SAMPLER_BOUNDS[info.field_name]
+        if value > bound:
+            size = ""
+            if info.field_name == "draws":  # what storing them takes, whatever the data
+                size = f" ({format_bytes(value * 8)} per parameter and chain)"
+            raise ValueError(
+                f"{value:,} is above the limit of {bound:,}{size}: {reason}; "
+                f"set sampler.{info.field_name} to at most {bound:,}"
+            )
+        return value
 
 
 class DiagnosticsConfig(_Section):

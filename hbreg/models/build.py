@@ -35,6 +35,7 @@ from hbreg.models.marginal import (
     SufficientStats,
     draw_group_coefficients,
     marginal_loglik,
+    outcome_shift,
     sufficient_stats,
 )
 from hbreg.names import (
@@ -62,6 +63,7 @@ class BuiltModel:
     group_vars: list[str]
     pair_vars: list[str]
     stats: SufficientStats | None = None
+    shift: np.ndarray | None = None  # per-block constant taken out of y (marginal.outcome_shift)
     sampled_vars: list[str] = field(default_factory=list)
     internal_vars: list[str] = field(default_factory=list)  # dropped from the posterior
     correlated: bool = False  # block coefficients with an LKJ correlation (CORRELATION_CHOLESKY)
@@ -119,6 +121,7 @@ def block_priors(config: Config, data: ModelData, params: dict) -> dict[str, tup
 def build_model(config: Config, data: ModelData) -> BuiltModel:
     """Build the PyMC model of `config` on `data` with the resolved parameterization."""
     import pymc as pm
+    import pytensor
     import pytensor.tensor as pt
 
     parameterization = resolve_parameterization(config)
@@ -131,21 +134,28 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
     coords = {} if pooled else {data.group_dim: data.group_labels}
     dims = None if pooled else data.group_dim
     sampled = [n for n in parameter_names(config) if n not in block_coefs]
-    stats = None
+    stats = shift = None
     with pm.Model(coords=coords) as model:
         params = {
             name: _sampled_parameter(name, prior_for(config, name), parameterization, role)
             for name, role in parameter_names(config).items()
             if name in sampled
         }
+        _start_intercept_at_the_mean(model, params, data)
         priors = block_priors(config, data, params)
         sigma = params[RESIDUAL_SD]
         corr_chol = _correlation(config, block_coefs) if config.model.correlated else None
         if parameterization == "marginal":
             block_idx = np.zeros(len(data.y), dtype=np.int64) if pooled else data.group_idx
-            stats = sufficient_stats(data.X, data.y, block_idx, 1 if pooled else data.n_groups)
+            n_blocks = 1 if pooled else data.n_groups
+            shift = outcome_shift(data.X, data.y, block_idx, n_blocks, _intercept_column(data))
+            y = data.y if shift is None else data.y - shift[block_idx]
+            stats = sufficient_stats(data.X, y, block_idx, n_blocks)
             const = _data_inputs(stats)
             means = [priors[c][0] if c in priors else params[c] for c in data.coef_names]
+            if shift is not None:  # an input like the statistics: the compiled code is reused
+                shift_input = pytensor.shared(shift, name="hbreg_data_outcome_shift")
+                means[_intercept_column(data)] = means[_intercept_column(data)] - shift_input
             tau = [priors[c][1] for c in block_coefs]
             varying = [data.coef_names.index(c) for c in block_coefs]
             pm.Potential(
@@ -178,6 +188,7 @@ def build_model(config: Config, data: ModelData) -> BuiltModel:
         group_vars=[] if pooled else block_coefs,
         pair_vars=_pair_vars(config, data, block_coefs),
         stats=stats,
+        shift=shift if parameterization == "marginal" else None,
         sampled_vars=sampled,
         internal_vars=[
             v.name
@@ -235,6 +246,25 @@ def _data_inputs(stats: SufficientStats) -> SufficientStats:
     return SufficientStats(
         *(pytensor.shared(value, name=f"hbreg_data_{name}") for name, value in vars(stats).items())
     )
+
+
+def _start_intercept_at_the_mean(model, params: dict, data: ModelData) -> None:
+    """Start NUTS with the intercept's location at the outcome's mean instead of 0.
+
+    The posterior is unchanged; only the starting point moves. With radon's outcome
+    + 1e6 and a Normal(0, 1e7) intercept prior, 200 tuning steps from 0 never reached the
+    data (sigma 51,469 instead of 0.75, r_hat 2.5, 74 divergences); started at the mean,
+    the same run has 0 divergences and r_hat 1.016 (draws 200, tune 200, 4 chains, seed 1).
+    """
+    for name in (population_mean("intercept"), "intercept"):
+        var = params.get(name)
+        if var is not None and var in model.free_RVs and "intercept" in data.coef_names:
+            model.set_initval(var, float(np.mean(data.y)))
+            return
+
+
+def _intercept_column(data: ModelData) -> int | None:
+    return data.coef_names.index("intercept") if "intercept" in data.coef_names else None
 
 
 _SIGNED = {"HalfNormal": "Normal", "HalfCauchy": "Cauchy", "HalfStudentT": "StudentT"}
@@ -301,6 +331,8 @@ def complete_posterior(built: BuiltModel, config: Config, data: ModelData, poste
     means = np.empty((n_samples, n_blocks, len(data.coef_names)))
     for j, coef in enumerate(data.coef_names):
         means[:, :, j] = priors[coef][0] if coef in priors else stacked[coef]
+    if built.shift is not None:  # the sufficient statistics are of y minus the shift
+        means[:, :, _intercept_column(data)] -= built.shift
     tau = np.column_stack(
         [np.broadcast_to(priors[c][1], (n_samples, 1))[:, 0] for c in built.block_coefs]
     )
@@ -317,6 +349,8 @@ def complete_posterior(built: BuiltModel, config: Config, data: ModelData, poste
     pooled = config.model.pooling == "pooled"
     new = {}
     for a, coef in enumerate(built.block_coefs):
+        if built.shift is not None and coef == "intercept":
+            draws[:, :, a] += built.shift
         values = draws[:, :, a].reshape(n_chains, n_draws, n_blocks)
         if pooled:
             new[coef] = (("chain", "draw"), values[:, :, 0])
