@@ -54,6 +54,7 @@ def print_table(
     justify : sequence of {"left", "right"}, optional
         Per column; by default the first column is left-justified and the rest right.
     """
+    from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
 
@@ -62,10 +63,12 @@ def print_table(
     if console.is_terminal:
         table = Table(title=title)
         for header, side in zip(columns, justify, strict=True):
-            table.add_column(header, justify=side, no_wrap=True, overflow="ignore")
+            table.add_column(header, justify=side, no_wrap=True)
         for row in cells:
             table.add_row(*row)
-        if console.measure(table).maximum <= console.width:
+        # measured without the console's width, which would squeeze the table to fit
+        natural = Measurement.get(console, console.options.update_width(10**6), table)
+        if natural.maximum <= console.width:
             console.print(table)
             return
     for line in _plain_lines(columns, cells, justify, title):

@@ -16,6 +16,7 @@ from hbreg.models.marginal import (
     SufficientStats,
     draw_group_coefficients,
     marginal_loglik,
+    outcome_shift,
     sufficient_stats,
 )
 
@@ -432,3 +433,30 @@ def test_full_covariance_draws_match_the_analytic_conditional(k, shared, varying
     indep_mean, _ = analytic_conditional(case, case["G"] - 1)
     full_mean, _ = analytic_conditional_full(case, case["G"] - 1)
     assert not np.allclose(indep_mean, full_mean, atol=1e-3)
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e9])
+def test_shifted_outcome_keeps_the_likelihood_when_the_statistics_are_centred(offset):
+    # y + offset with the intercept's prior mean + offset is the same likelihood; the
+    # uncentred statistics lose it to cancellation (terms ~ n offset^2, result ~ n).
+    case = make_case(3, k=2, shared=1, sizes=(3, 8, 20, 40), varying=[0, 1])
+    X, gi, G = case["X"], case["group_idx"], case["G"]
+    exact = brute_force_loglik(case)
+    y = case["y"] + offset
+    means = [m + offset if j == 0 else m for j, m in enumerate(case["means"])]
+    shift = outcome_shift(X, y, gi, G, 0)
+    centred = sufficient_stats(X, y - shift[gi], gi, G)
+    means_c = [m - shift if j == 0 else m for j, m in enumerate(means)]
+    got = marginal_loglik(centred, means_c, case["tau"], case["sigma"], case["varying"], np)
+    assert got == pytest.approx(exact, rel=1e-8)  # y + 1e9 itself is stored to ~1e-7
+    raw = marginal_loglik(
+        sufficient_stats(X, y, gi, G), means, case["tau"], case["sigma"], case["varying"], np
+    )
+    assert abs(raw - exact) > abs(got - exact)
+
+
+def test_no_shift_without_an_intercept_column_of_ones():
+    case = make_case(4, k=1, shared=1)
+    X, gi, G = case["X"], case["group_idx"], case["G"]
+    assert outcome_shift(X, case["y"], gi, G, None) is None
+    assert outcome_shift(X * 2, case["y"], gi, G, 0) is None

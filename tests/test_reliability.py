@@ -577,3 +577,47 @@ def test_runs_in_a_pipe_shows_full_run_names(tmp_path):
     for stamp in ("2026-01-02_03-04-05", "2026-01-03_03-04-05"):
         line = next(x for x in result.stdout.splitlines() if x.startswith(f"{stamp}_"))
         assert f"{stamp}_{long_name}  {long_name}" in line and "1.004" in line
+
+
+def test_outcome_a_million_times_its_residual_sd_gives_the_same_posterior(cli, tmp_path):
+    # Radon's log radon + 1e6: a residual sd of 0.75 under a mean of a million (a price
+    # level, a timestamp). With draws 200 / tune 200 it used to end at sigma ~50,000,
+    # r_hat 2.5, 74 divergences; it must give the unshifted posterior, intercepts + 1e6.
+    from hbreg.config import parse_config
+    from hbreg.data.load import load_frame
+
+    shift = 1e6
+    base = {
+        "name": "radon",
+        "data": {"outcome": "log_radon", "predictors": ["floor"], "group": "county"},
+        "priors": {"overrides": {"mu_intercept": {"dist": "Normal", "mu": 0, "sigma": 1e7}}},
+        "sampler": {"draws": 200, "tune": 200, "chains": 4, "seed": 1},
+        "output": {"root": str(tmp_path / "outputs"), "plots": []},
+    }
+    frame, _ = load_frame(parse_config({**base, "data": {**base["data"], "dataset": "radon"}}))
+    summaries = {}
+    for name, offset in (("plain", 0.0), ("shifted", shift)):
+        path = tmp_path / f"{name}.csv"
+        frame.assign(log_radon=frame["log_radon"] + offset).to_csv(path, index=False)
+        config = tmp_path / f"{name}.yaml"
+        raw = {**base, "name": name, "data": {**base["data"], "path": str(path)}}
+        config.write_text(yaml.safe_dump(raw))
+        result = cli("fit", config)
+        assert result.exit_code == 0, result.output
+        assert ": 0 divergences, worst r_hat 1.0" in result.output, result.output
+        [run] = [p for p in visible(tmp_path / "outputs") if p.name.endswith(f"_{name}")]
+        summaries[name] = pd.read_csv(run / "summary.csv", index_col=0)
+        if offset:  # the terminal table shows the seven-digit mean whole
+            row = next(x for x in result.output.splitlines() if x.startswith("mu_intercept "))
+            assert re.search(r"\b100000[01]\.\d{3}\b", row), row
+    plain, shifted = summaries["plain"], summaries["shifted"]
+    assert list(plain.index) == list(shifted.index)
+    moved = [p for p in plain.index if p == "mu_intercept" or p.startswith("intercept[")]
+    expected = plain["mean"] + pd.Series(shift, index=moved).reindex(plain.index, fill_value=0)
+    z = (shifted["mean"] - expected) / np.hypot(plain["mcse_mean"], shifted["mcse_mean"])
+    print(f"largest |z| {z.abs().max():.2f} at {z.abs().idxmax()}")
+    assert (z.abs() < 5).all(), z.abs().sort_values().tail()
+    assert np.allclose(shifted["sd"], plain["sd"], rtol=0.25)
+    ratio = shifted["ess_bulk"] / plain["ess_bulk"]
+    print(f"ESS ratio shifted/plain: {ratio.min():.2f}-{ratio.max():.2f}")
+    assert ratio.between(1 / 3, 3).all(), ratio.sort_values()
