@@ -621,3 +621,55 @@ def test_outcome_a_million_times_its_residual_sd_gives_the_same_posterior(cli, t
     ratio = shifted["ess_bulk"] / plain["ess_bulk"]
     print(f"ESS ratio shifted/plain: {ratio.min():.2f}-{ratio.max():.2f}")
     assert ratio.between(1 / 3, 3).all(), ratio.sort_values()
+
+
+LABELS = ["Zürich 🏠", "São Paulo ★", "Ærø ♥", "Québec", "東京 🚀", "x$y$"]
+
+
+def test_labels_in_any_script_plot_without_warnings_and_are_stored_exactly(
+    cli, write_config, tmp_path
+):
+    import warnings
+
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, len(LABELS), 120)
+    x = rng.integers(0, 2, 120)
+    y = 1 + 0.5 * x + rng.normal(0, 0.3, len(LABELS))[g] + rng.normal(0, 0.5, 120)
+    data = tmp_path / "sites.csv"
+    pd.DataFrame({"y": y, "x": x, "site": [LABELS[i] for i in g]}).to_csv(data, index=False)
+    config = {
+        "name": "sites",
+        "data": {"path": str(data), "outcome": "y", "predictors": ["x"], "group": "site"},
+        "sampler": TINY,
+        "output": {"root": str(tmp_path / "outputs"), "plots": ["forest", "pair", "posterior"]},
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cli("fit", write_config(config))
+    assert result.exit_code == 0, result.output
+    glyphs = [
+        str(w.message) for w in caught if "Glyph" in str(w.message) or "font" in str(w.message)
+    ]
+    assert glyphs == []
+    assert "Glyph" not in result.output
+    [run] = visible(tmp_path / "outputs")
+    assert sorted((run / "plots").glob("*.png")) and (run / "plots" / "forest.png").stat().st_size
+    summary = pd.read_csv(run / "summary.csv", index_col=0, encoding="utf-8")
+    for label in LABELS:
+        assert f"intercept[{label}]" in summary.index
+    with xr.open_datatree(run / "idata.nc", engine="h5netcdf") as tree:
+        assert sorted(tree["posterior"]["site"].values.tolist()) == sorted(LABELS)
+
+
+def test_drawable_uses_a_fallback_font_or_a_white_square(monkeypatch):
+    from hbreg.plots import common
+
+    primary = frozenset(map(ord, "abcdefghijklmnopqrstuvwxyz üé$\\□"))
+    monkeypatch.setattr(common, "_fonts", lambda: [("sans-serif", primary), ("Symbola", {0x2605})])
+    assert common.drawable("zürich") == ("zürich", None)
+    assert common.drawable("a ★") == ("a ★", ["sans-serif", "Symbola"])
+    assert common.drawable("a 🏠") == ("a □", None)
+    assert common.drawable("x$y$") == ("x\\$y\\$", None)  # a dollar, not mathtext
+    assert common.drawable("x\\$")[0] == "x\\$"  # already escaped: unchanged
