@@ -47,6 +47,14 @@ from hbreg.cli import app
 app()
 """
 
+# hbreg with the resource estimate switched off (to reach failures it would prevent)
+NO_ESTIMATE = [
+    sys.executable,
+    "-c",
+    "import hbreg.resources as r; r.check_resources = lambda estimate: []\n"
+    "from hbreg.cli import app\napp()",
+]
+
 
 def visible(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith("."))
@@ -372,12 +380,18 @@ def test_full_disk_mid_run_exits_3_and_marks_the_run_failed(tmp_path):
         raw = yaml.safe_load(config.read_text())
         raw["output"]["root"] = str(small / "outputs")
         config.write_text(yaml.safe_dump(raw))
-        code, output = finish(start(["fit", config]), timeout=300)
+        # the resource estimate sees the 96 KiB disk first: refused, nothing written ...
+        predicted, said = finish(start(["fit", config]), timeout=300)
+        assert not (small / "outputs").exists()
+        # ... so the disk filling up mid-run is forced with the estimate switched off
+        code, output = finish(start(["fit", config], command=NO_ESTIMATE), timeout=300)
         root = small / "outputs"
         runs_left = visible(root)
         assert not any(r.complete for r in list_runs(root))
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
+    assert predicted == 2, said[-3000:]
+    assert "of disk (1 chains x 20 draws" in said and "set output.root to a disk" in said
     assert code == 3, output[-3000:]
     assert "No space left on device" in output
     assert "Traceback" not in output
