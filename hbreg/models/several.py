@@ -15,9 +15,9 @@ the term is correlated, then LKJ). Two ways to sample it:
 
 Measured (`bench/bench_crossed.py`: InstEval, 5,000 rows, 800 students x 300 lecturers,
 4 x (1000 + 1000)): lowest bulk ESS 1705 with the students integrated out against 936
-non-centered, same estimates; ESS per second of the whole process 4.4x with a warm compile
-cache, 1.4-1.6x cold. The scatter-add graph compiled faster than a sorted-cumsum one
-(8.5 s against 20.9 s, and sampled in half the time).
+non-centered, same estimates; ESS per second of the whole process 1.4x-1.8x. The
+scatter-add graph compiled faster than a sorted-cumsum one (8.5 s against 20.9 s) and
+sampled in half the time.
 
 Names are those of `hbreg.names` for several factors (`sigma_intercept|plate`,
 `intercept|plate[a]`, `corr_intercept_x|g`), the same in both.
