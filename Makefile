@@ -18,11 +18,11 @@ $(BIN)/hbreg: pyproject.toml
 
 install: $(BIN)/hbreg ## Create .venv with hbreg, its dependencies and the test tools
 
-test: install ## Run the whole test suite (slow end-to-end tests included)
+test: install ## Run the whole test suite, every tier (unit, sampling, process)
 	$(BIN)/python -m pytest
 
-test-fast: install ## Run the tests without the slow end-to-end ones
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: install ## Run the unit tier only: no sampler, no subprocess (well under a minute)
+	$(BIN)/python -m pytest -m unit
 
 fit: install ## Fit the radon hierarchical example
 	$(HBREG) fit configs/radon_hier.yaml

@@ -1,8 +1,8 @@
 """The `hbreg` command line: one thin function per command, no modelling logic.
 
 Heavy libraries (PyMC, ArviZ) are imported inside the commands so `hbreg --help`
-and `hbreg validate` answer at once. User errors become one line on stderr and the
-exit code of DESIGN.md; `--debug` shows the traceback instead.
+and `hbreg validate` answer at once. User errors become one line on stderr and their
+exit code (README, "Exit codes"); `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations

@@ -168,22 +168,34 @@ class ParsedName:
     predictor: str | None = None  # for a correlation: the second coefficient
 
 
-def parse(name: str, coefficients: Iterable[str], group_predictors: Iterable[str] = ()):
+def parse(
+    name: str,
+    coefficients: Iterable[str],
+    group_predictors: Iterable[str] | Mapping[str, Iterable[str]] = (),
+) -> ParsedName | None:
     """Read a posterior name back, knowing the model's coefficients (names can contain `_`).
 
-    Returns None for a name that is none of hbreg's.
+    `group_predictors` lists the group-level predictors, or maps each coefficient to the ones
+    that shift its mean (`model.group_predictors_for`); the mapping is exact where a list is
+    ambiguous (`gamma_a_b_c` is `a` shifted by `b_c` or `a_b` shifted by `c`). A coefficient's
+    own name is read first: a predictor may be called `mu_x` beside an `x` that does not vary.
+    Returns None for a name that is none of hbreg's (the internal `<coef>_offset`, say).
     """
     coefficients = list(coefficients)
+    if isinstance(group_predictors, Mapping):
+        shifts = {c: list(group_predictors.get(c, ())) for c in coefficients}
+    else:
+        shifts = dict.fromkeys(coefficients, list(group_predictors))
     if name == RESIDUAL_SD:
         return ParsedName("residual_sd")
+    if name in coefficients:
+        return ParsedName("coefficient", name)
     for coef in coefficients:
-        if name == coef:
-            return ParsedName("coefficient", coef)
         if name == population_mean(coef):
             return ParsedName("population_mean", coef)
         if name == group_sd(coef):
             return ParsedName("group_sd", coef)
-        for predictor in group_predictors:
+        for predictor in shifts[coef]:
             if name == group_predictor_effect(coef, predictor):
                 return ParsedName("group_effect", coef, predictor)
         for other in coefficients:

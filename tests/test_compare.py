@@ -23,6 +23,7 @@ from hbreg.compare import (
 )
 from hbreg.runs import load_run
 
+pytestmark = pytest.mark.sampling
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = ["sampler.draws=200", "sampler.tune=200", "sampler.chains=2", "output.plots=[]"]
 RADON = ("radon_pooled", "radon_unpooled", "radon_hier")

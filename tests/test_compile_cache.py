@@ -81,6 +81,7 @@ def _cache_files(root: Path) -> list[Path]:
     return sorted(p for p in files if p.is_file() and p.suffix in (".nbi", ".nbc"))
 
 
+@pytest.mark.unit
 def test_cache_dir_follows_the_override_then_the_platform(monkeypatch, tmp_path):
     monkeypatch.setenv("HBREG_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"
@@ -93,6 +94,7 @@ def test_cache_dir_follows_the_override_then_the_platform(monkeypatch, tmp_path)
     assert not cache_dir().resolve().is_relative_to(REPO)
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_cached_compile_gives_nutpie_s_own_draws_and_reloads(monkeypatch, tmp_path):
     import nutpie
@@ -111,6 +113,7 @@ def test_cached_compile_gives_nutpie_s_own_draws_and_reloads(monkeypatch, tmp_pa
             np.testing.assert_array_equal(got[name], want[name])
 
 
+@pytest.mark.unit
 @pytest.mark.slow
 def test_one_entry_serves_every_data_set_of_a_structure(monkeypatch, tmp_path):
     import nutpie
@@ -134,6 +137,7 @@ def test_one_entry_serves_every_data_set_of_a_structure(monkeypatch, tmp_path):
     assert len(list((tmp_path / "cache" / "nutpie").iterdir())) == 2
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_a_process_reuses_its_compiled_model_for_new_data_of_the_same_structure(
     monkeypatch, tmp_path
@@ -154,6 +158,7 @@ def test_a_process_reuses_its_compiled_model_for_new_data_of_the_same_structure(
     assert _compile(_tiny_model(prior_sd=3.0)).logp_func is not first.logp_func
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "swapped"])
 def test_a_corrupt_entry_is_rebuilt(monkeypatch, tmp_path, damage):
@@ -178,6 +183,7 @@ def test_a_corrupt_entry_is_rebuilt(monkeypatch, tmp_path, damage):
     assert reloaded.compiled_logp_func._cache_hits
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_two_processes_starting_at_once_share_one_entry(tmp_path):
     script = tmp_path / "compile_once.py"

@@ -24,6 +24,8 @@ from hbreg.config.load import (
 )
 from hbreg.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 WRONG = Path(__file__).resolve().parent / "configs"
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 
+@pytest.mark.unit
 def test_correlation_names_are_made_and_parsed_in_names():
     assert correlation_pairs(["intercept", "floor", "x_y"]) == [
         (1, 0, "corr_intercept_floor"),
@@ -33,6 +34,7 @@ def test_correlation_names_are_made_and_parsed_in_names():
     assert (parsed.kind, parsed.coef, parsed.predictor) == ("correlation", "intercept", "x_y")
 
 
+@pytest.mark.unit
 def test_a_column_named_like_a_correlation_is_refused():
     problems = clashes(
         outcome="y",
@@ -56,6 +58,7 @@ def _built(parameterization: str, *overrides: str):
     return build_model(with_formula_roles(config, data), data)
 
 
+@pytest.mark.unit
 def test_same_names_and_prior_in_both_parameterizations():
     marginal, noncentered = _built("marginal"), _built("noncentered")
     for built in (marginal, noncentered):
@@ -76,12 +79,14 @@ def test_same_names_and_prior_in_both_parameterizations():
         assert float(lkj.owner.inputs[-1].data) == 2.0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("parameterization", ["marginal", "noncentered"])
 def test_a_factor_can_have_its_own_correlation_prior(parameterization):
     built = _built(parameterization, "priors.group_corr_by={Subject: {dist: LKJ, eta: 5}}")
     assert float(built.model[CORRELATION_CHOLESKY].owner.inputs[-1].data) == 5.0
 
 
+@pytest.mark.unit
 def test_default_configs_stay_independent():
     from hbreg.models import build_model
 
@@ -108,6 +113,7 @@ def sleepstudy_corr(tmp_path_factory):
     return run
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_sleepstudy_correlated_matches_lme4(sleepstudy_corr):
     run = sleepstudy_corr

@@ -19,6 +19,8 @@ from hbreg.data import load as data_module
 from hbreg.data import load_frame, load_model_data, to_model_data
 from hbreg.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 
 def _config(path, **data):
     spec = {"path": str(path), "outcome": "y", "predictors": ["x"], "group": "g", **data}

@@ -19,6 +19,8 @@ from hbreg.data.checks import (
     uninformed_slopes,
 )
 
+pytestmark = pytest.mark.unit
+
 CONFIGS = Path(__file__).parents[1] / "configs"
 
 

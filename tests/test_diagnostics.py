@@ -11,6 +11,8 @@ from hbreg.config import DiagnosticsConfig
 from hbreg.stats.diagnostics import _concentrations, bfmi, diagnose, divergence_report
 from hbreg.stats.summary import summarize
 
+pytestmark = pytest.mark.unit
+
 GROUPS = ["AITKIN", "ANOKA", "BECKER"]
 
 

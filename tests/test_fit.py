@@ -114,6 +114,7 @@ def radon(tmp_path_factory):
     return {"a": run_a, "b": run_b, "c": run_c, "output": first.output}
 
 
+@pytest.mark.sampling
 def test_run_directory_has_every_file_of_the_contract(radon):
     run = radon["a"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_radon_hier(_\d+)?", run.name), run.name
@@ -132,6 +133,7 @@ def test_run_directory_has_every_file_of_the_contract(radon):
     assert str(run) in radon["output"].replace("\n", "")
 
 
+@pytest.mark.sampling
 def test_compiled_code_is_cached_outside_the_run_and_the_source_tree(radon):
     from hbreg.compile_cache import cache_dir
 
@@ -141,6 +143,7 @@ def test_compiled_code_is_cached_outside_the_run_and_the_source_tree(radon):
     assert list((cache_dir() / "nutpie").glob("*/sealed.json"))
 
 
+@pytest.mark.sampling
 def test_idata_has_the_groups_and_names(radon):
     tree = xr.open_datatree(radon["a"] / "idata.nc", engine="h5netcdf")
     assert IDATA_GROUPS <= set(tree.children)
@@ -159,6 +162,7 @@ def test_idata_has_the_groups_and_names(radon):
     assert tree.attrs["data_fingerprint"] == manifest(radon["a"])["data"]["fingerprint"]
 
 
+@pytest.mark.sampling
 def test_idata_stores_per_observation_values_in_float32_and_draws_in_float64(radon):
     tree = xr.open_datatree(radon["a"] / "idata.nc", engine="h5netcdf")
     assert tree["log_likelihood"]["log_radon"].dtype == np.float32
@@ -170,6 +174,7 @@ def test_idata_stores_per_observation_values_in_float32_and_draws_in_float64(rad
     assert table.loc["mu_floor", "mean"] == float(post["mu_floor"].mean())
 
 
+@pytest.mark.sampling
 def test_radon_hierarchical_acceptance(radon):
     """The notebook's hierarchical radon fit: no divergences, converged, and the known
     posterior means (within 2 posterior sd)."""
@@ -193,10 +198,12 @@ def test_radon_hierarchical_acceptance(radon):
     assert len(table) == 5 + 2 * 85  # every parameter, each county element too
 
 
+@pytest.mark.sampling
 def test_same_seed_gives_the_same_summary(radon):
     assert summary(radon["a"]) == summary(radon["b"])
 
 
+@pytest.mark.sampling
 def test_csv_copy_of_the_builtin_data_gives_the_same_run(radon):
     a, c = manifest(radon["a"]), manifest(radon["c"])
     assert c["data"]["source"].endswith("radon.csv")
@@ -209,6 +216,7 @@ def test_csv_copy_of_the_builtin_data_gives_the_same_run(radon):
 SMALL = ["sampler.draws=150", "sampler.tune=150", "sampler.chains=2", NO_PLOTS]
 
 
+@pytest.mark.sampling
 def test_strict_exits_4_when_a_threshold_is_missed(tmp_path):
     result, run = fit_into(
         tmp_path / "out",
@@ -229,6 +237,7 @@ def test_strict_exits_4_when_a_threshold_is_missed(tmp_path):
     assert plain.exit_code == 0, plain.output
 
 
+@pytest.mark.sampling
 def test_pooling_override_is_saved_resolved_and_refitting_it_repeats_the_run(tmp_path):
     result, run = fit_into(
         tmp_path / "first",
@@ -265,6 +274,7 @@ def test_pooling_override_is_saved_resolved_and_refitting_it_repeats_the_run(tmp
     assert summary(rerun) == summary(run)
 
 
+@pytest.mark.sampling
 def test_pymc_backend_on_the_marginal_model(tmp_path):
     result, run = fit_into(
         tmp_path / "out",
@@ -309,6 +319,7 @@ def _assert_numpyro_refused(result, root):
     assert not root.exists() or not any(root.iterdir())  # nothing written
 
 
+@pytest.mark.unit
 def test_numpyro_without_jax_exits_2_and_says_how_to_install(tmp_path, monkeypatch):
     _hide_jax(monkeypatch)
     root = tmp_path / "out"
@@ -316,6 +327,7 @@ def test_numpyro_without_jax_exits_2_and_says_how_to_install(tmp_path, monkeypat
     _assert_numpyro_refused(result, root)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(importlib.util.find_spec("jax") is not None, reason="jax is installed")
 def test_numpyro_without_jax_really_installed(tmp_path):
     root = tmp_path / "out"
@@ -326,6 +338,7 @@ def test_numpyro_without_jax_really_installed(tmp_path):
 # --------------------------------------------------------------------------- slow
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_centered_radon_shows_the_funnel_and_names_it(tmp_path):
     result, run = fit_into(tmp_path / "out", CONFIGS / "radon_hier_centered.yaml", NO_PLOTS)
@@ -343,6 +356,7 @@ def test_centered_radon_shows_the_funnel_and_names_it(tmp_path):
     assert post["intercept"].dims == ("chain", "draw", "county")
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_sleepstudy_population_means_match_lme4(tmp_path):
     result, run = fit_into(tmp_path / "out", CONFIGS / "sleepstudy.yaml", NO_PLOTS)
@@ -355,6 +369,7 @@ def test_sleepstudy_population_means_match_lme4(tmp_path):
     assert {"intercept[308]", "Days[372]"} <= set(table.index)
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_numpyro_backend_on_the_marginal_model(tmp_path):

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 
+@pytest.mark.unit
 def test_blocks_keep_their_correlation_and_bars():
     f = parse_formula("log_radon ~ floor + (1 + floor | county)")
     assert f.outcome == "log_radon" and f.population == "floor"
@@ -32,6 +33,7 @@ def test_blocks_keep_their_correlation_and_bars():
     assert parse_formula("y ~ (1 | g)").population == "1"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "text,quoted",
     [
@@ -51,6 +53,7 @@ def _raw(**model):
     return {"name": "f", "data": {"dataset": "radon"}, "model": model}
 
 
+@pytest.mark.unit
 def test_formula_and_role_keys_clash_with_every_key_named():
     raw = _raw(formula="log_radon ~ floor + (1 | county)", varying=["intercept"])
     raw["data"].update(outcome="log_radon", group="county")
@@ -60,6 +63,7 @@ def test_formula_and_role_keys_clash_with_every_key_named():
     assert "model.formula clashes with data.outcome, data.group, model.varying" in text
 
 
+@pytest.mark.unit
 def test_a_formula_syntax_error_names_the_key():
     with pytest.raises(ConfigError, match=r"model -> formula: .*\(1 \+ floor \| county"):
         parse_config(_raw(formula="log_radon ~ floor + (1 + floor | county"))
@@ -84,6 +88,7 @@ def _data(formula: str, frame: pd.DataFrame, **data):
     return with_formula_roles(config, model_data), model_data
 
 
+@pytest.mark.unit
 def test_categorical_treatment_coding_and_a_changeable_reference():
     frame = _frame()
     config, data = _data("y ~ x * kind + (1 | g)", frame)
@@ -97,6 +102,7 @@ def test_categorical_treatment_coding_and_a_changeable_reference():
     assert any("reference level 'c'" in n for n in other.notes), other.notes
 
 
+@pytest.mark.unit
 def test_no_intercept_and_uncorrelated_blocks():
     frame = _frame()
     _, data = _data("y ~ 0 + x + (0 + x | g)", frame)
@@ -105,6 +111,7 @@ def test_no_intercept_and_uncorrelated_blocks():
     assert data.coef_names == ["x", "kind_a", "kind_b", "kind_c"] and data.varying == ["x"]
 
 
+@pytest.mark.unit
 def test_one_factor_in_two_terms_is_lme4s_independent_spelling():
     frame = _frame()
     _, split = _data("y ~ x + (1 | g) + (0 + x | g)", frame)
@@ -118,17 +125,20 @@ def test_one_factor_in_two_terms_is_lme4s_independent_spelling():
         _data("y ~ x + z + (1 + x | g) + (0 + z | g)", frame.assign(z=frame["x"] ** 2))
 
 
+@pytest.mark.unit
 def test_varying_terms_need_a_population_mean():
     with pytest.raises(DataError, match=r"'\(1 \+ x \| g\)' but are not in the population"):
         _data("y ~ 1 + (1 + x | g)", _frame())
 
 
+@pytest.mark.unit
 def test_a_one_level_factor_is_refused_quoting_the_term():
     frame = _frame().assign(g="only")
     with pytest.raises(DataError, match=r"factor 'g' of model.formula term '\(1 \| g\)' has 1"):
         _data("y ~ x + (1 | g)", frame)
 
 
+@pytest.mark.unit
 def test_an_unknown_variable_is_refused_quoting_the_term():
     config = parse_config(_raw(formula="log_radon ~ flor + (1 | county)"))
     with pytest.raises(DataError, match=r"unknown variable 'flor' in term 'flor'"):
@@ -138,12 +148,14 @@ def test_an_unknown_variable_is_refused_quoting_the_term():
         load_model_data(config)
 
 
+@pytest.mark.unit
 def test_design_coefficient_names():
     assert design_coefficient("Intercept") == "intercept"
     assert design_coefficient('C(period, Treatment("1"))[2]') == "period_2"
     assert design_coefficient("T(kind, ref='a')[b]:x") == "kind_b:x"
 
 
+@pytest.mark.unit
 def test_radon_formula_gives_the_role_based_arrays_and_roles():
     roles = load_config(CONFIGS / "radon_hier.yaml")
     formula = load_config(CONFIGS / "radon_formula.yaml")
@@ -160,6 +172,7 @@ def test_radon_formula_gives_the_role_based_arrays_and_roles():
                 assert getattr(obj_a, key) == getattr(obj_b, key), key
 
 
+@pytest.mark.unit
 def test_the_saved_config_holds_the_formula_alone_and_reloads():
     from hbreg.config import dump_config
     from hbreg.config.load import _yaml_load
@@ -171,6 +184,7 @@ def test_the_saved_config_holds_the_formula_alone_and_reloads():
     assert parse_config(raw).model.formula == formula.model.formula
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_radon_formula_reproduces_the_role_based_summary(tmp_path, cli):
     summaries = []
@@ -191,6 +205,7 @@ def test_radon_formula_reproduces_the_role_based_summary(tmp_path, cli):
     pd.testing.assert_frame_equal(summaries[0], summaries[1], check_exact=True)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "name,rows,factors",
     [

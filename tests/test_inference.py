@@ -22,6 +22,7 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["validate", "configs/radon_hier.yaml"], ["datasets"]],
@@ -37,6 +38,7 @@ def test_light_commands_import_no_modelling_library(argv):
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_nutpie_draws_converted_without_arviz_match_nutpie_s_conversion():
     import numpy as np

@@ -23,6 +23,9 @@ from hbreg.models.marginal import (
 # --------------------------------------------------------------------------- helpers
 
 
+pytestmark = pytest.mark.unit
+
+
 def make_case(seed: int, *, k: int, shared: int, sizes=(1, 2, 5, 9), varying=None):
     """Tiny random regression: rows in groups of `sizes` (shuffled), an intercept column,
     k varying and `shared` non-varying coefficients, per-group prior means that depend on a

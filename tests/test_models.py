@@ -141,6 +141,7 @@ POOLINGS = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("parameterization", ["marginal", "centered", "noncentered"])
 @pytest.mark.parametrize("pooling", list(POOLINGS))
 def test_posterior_names_follow_the_design_contract(pooling, parameterization):
@@ -172,6 +173,7 @@ def test_posterior_names_follow_the_design_contract(pooling, parameterization):
         assert np.isfinite(post[name].values).all(), name
 
 
+@pytest.mark.unit
 def test_completed_marginal_coefficients_are_seeded():
     config = make_config(parameterization="marginal")
     data = to_model_data(synthetic_frame(2), config)
@@ -186,6 +188,7 @@ def test_completed_marginal_coefficients_are_seeded():
     np.testing.assert_array_equal(first["mu_x"].values, raw["mu_x"].values)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("parameterization", ["marginal", "noncentered"])
 def test_a_predictor_named_like_an_internal_variable_keeps_its_name(parameterization):
     """`tz_offset` is an ordinary column name; its coefficients (and mu_/sigma_ of it)
@@ -198,6 +201,7 @@ def test_a_predictor_named_like_an_internal_variable_keeps_its_name(parameteriza
     assert {"mu_tz_offset", "sigma_tz_offset", "tz_offset"} <= set(post.data_vars)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("pooling", ["unpooled", "hierarchical"])
 def test_no_varying_coefficients_completes(pooling):
     """`model.varying: []` is a valid config (every coefficient shared): nothing is integrated
@@ -209,6 +213,7 @@ def test_no_varying_coefficients_completes(pooling):
     assert set(post.data_vars) == {"intercept", "x", "sigma"}
 
 
+@pytest.mark.unit
 def test_a_model_without_intercept_has_the_contract_names():
     """`model.intercept: false` with the default `group_predictors_for` (and no group
     predictors at all) is a valid hierarchical model with a varying slope only."""
@@ -223,11 +228,13 @@ def test_a_model_without_intercept_has_the_contract_names():
 # --------------------------------------------------------------------------- parameterization
 
 
+@pytest.mark.unit
 def test_auto_is_marginal_for_normal_priors():
     for pooling in ("pooled", "unpooled", "hierarchical"):
         assert resolve_parameterization(make_config(pooling=pooling)) == "marginal"
 
 
+@pytest.mark.unit
 def test_forced_parameterizations_are_respected():
     for wanted in ("centered", "noncentered", "marginal"):
         assert resolve_parameterization(make_config(parameterization=wanted)) == wanted
@@ -236,6 +243,7 @@ def test_forced_parameterizations_are_respected():
 STUDENT_T = {"dist": "StudentT", "nu": 3, "mu": 0, "sigma": 2}
 
 
+@pytest.mark.unit
 def test_student_t_coefficient_prior_on_a_pooled_model_is_centered_not_marginal():
     config = make_config(pooling="pooled", priors={"coefficient": STUDENT_T})
     assert resolve_parameterization(config) == "centered"
@@ -249,6 +257,7 @@ def test_student_t_coefficient_prior_on_a_pooled_model_is_centered_not_marginal(
     assert resolve_parameterization(one) == "centered"
 
 
+@pytest.mark.unit
 def test_student_t_only_on_sampled_coefficients_keeps_marginal():
     # hierarchical: the coefficient prior goes to mu_*, the integrated blocks stay Normal
     hier = make_config(pooling="hierarchical", priors={"coefficient": STUDENT_T})
@@ -294,6 +303,7 @@ HIER_NAMES = [
 ]
 
 
+@pytest.mark.sampling
 def test_marginal_and_noncentered_agree(hier_fits):
     m, n = hier_fits["marginal"], hier_fits["noncentered"]
     for f in (m, n):
@@ -329,6 +339,7 @@ def _dependence(post):
     }
 
 
+@pytest.mark.sampling
 def test_marginal_draws_keep_the_joint_posterior(hier_fits):
     """The exact coefficient draws must be paired with their own hyperparameter draw: the
     correlations between them (0.2-0.35 here) match the non-centered sampler's. A pairing
@@ -349,6 +360,7 @@ def _ols(X, y):
 WIDE = {"coefficient": {"dist": "Normal", "mu": 0, "sigma": 1000}}
 
 
+@pytest.mark.sampling
 def test_pooled_marginal_matches_the_conjugate_answer():
     """With a flat-ish prior the coefficients' posterior is a multivariate t centred at OLS
     with scale RSS/(n-p-1) (X'X)^-1 and n-p-1 dof (p(sigma) ~ const near the mode), so
@@ -372,6 +384,7 @@ def test_pooled_marginal_matches_the_conjugate_answer():
         assert abs(row["sd"] - sd[j]) < 5 * row["mcse_sd"] + 0.01 * sd[j], (name, row["sd"], sd[j])
 
 
+@pytest.mark.sampling
 def test_unpooled_marginal_matches_per_group_least_squares():
     """Unpooled: given sigma each group's coefficients are centred at that group's OLS fit,
     so the posterior means equal per-group OLS; the sds use the pooled residual scale."""
@@ -396,6 +409,7 @@ def test_unpooled_marginal_matches_per_group_least_squares():
             assert abs(row["sd"] - sd[j]) < 5 * row["mcse_sd"] + 0.01 * sd[j], (label, coef)
 
 
+@pytest.mark.sampling
 def test_group_level_predictor_is_recovered():
     """Intercepts = 1 + 2 u_g + N(0, 0.3): gamma_intercept_u must come back near 2."""
     frame = synthetic_frame(17, sizes=(10,) * 30, mu=(1.0, -0.5), tau=(0.3, 0.2), gamma=2.0)
@@ -447,6 +461,7 @@ def _mu(post, data, c, d):
     )
 
 
+@pytest.mark.unit
 def test_log_likelihood_equals_normal_logpdf_of_each_draw():
     post, data = _hand_posterior(), _pointwise_data()
     loglik, ppc, note = pointwise_groups(
@@ -462,6 +477,7 @@ def test_log_likelihood_equals_normal_logpdf_of_each_draw():
             np.testing.assert_allclose(values[c, d], expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.unit
 def test_posterior_predictive_shape_and_draw_mapping():
     post, data = _hand_posterior(), _pointwise_data()
     post["sigma"][:] = 1e-9  # replicates collapse onto each draw's mean
@@ -472,6 +488,7 @@ def test_posterior_predictive_shape_and_draw_mapping():
             np.testing.assert_allclose(ppc["y"].values[c, i], _mu(post, data, c, int(d)), atol=1e-6)
 
 
+@pytest.mark.unit
 def test_posterior_predictive_noise_has_the_posterior_sigma():
     post, data = _hand_posterior(draws=400), _pointwise_data()
     _, ppc, _ = pointwise_groups(post, data, limit=10**9, seed=2)
@@ -487,6 +504,7 @@ def test_posterior_predictive_noise_has_the_posterior_sigma():
     assert abs(z.std() - 1) < 5 / np.sqrt(2 * z.size)
 
 
+@pytest.mark.unit
 def test_pointwise_limit_skips_log_likelihood_and_thins_the_predictive():
     post, data = _hand_posterior(draws=40), _pointwise_data()
     post["sigma"][:] = 1e-9
@@ -503,6 +521,7 @@ def test_pointwise_limit_skips_log_likelihood_and_thins_the_predictive():
             np.testing.assert_allclose(ppc["y"].values[c, i], _mu(post, data, c, int(d)), atol=1e-6)
 
 
+@pytest.mark.sampling
 def test_log_likelihood_of_a_sampled_posterior(hier_fits):
     f = hier_fits["marginal"]
     loglik, ppc, note = pointwise_groups(f.posterior, f.data, limit=10**9, seed=3)

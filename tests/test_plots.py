@@ -74,6 +74,7 @@ def _save(idata, out_dir, kinds=PLOT_KINDS, **overrides):
     return save_plots(idata, out_dir, **options)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", PLOT_KINDS)
 def test_each_kind_writes_a_png_of_plausible_size(idata, tmp_path, kind):
     paths = _save(idata, tmp_path, kinds=[kind])
@@ -86,6 +87,7 @@ def test_each_kind_writes_a_png_of_plausible_size(idata, tmp_path, kind):
     assert 300 <= height <= 2500
 
 
+@pytest.mark.unit
 def test_all_kinds_written_in_order_and_no_pyplot_figures_left(idata, tmp_path):
     import matplotlib.pyplot as plt
 
@@ -97,6 +99,7 @@ def test_all_kinds_written_in_order_and_no_pyplot_figures_left(idata, tmp_path):
     assert gc.isenabled()  # the collector paused for drawing is running again
 
 
+@pytest.mark.unit
 def test_missing_data_is_skipped_not_an_error(tmp_path):
     bare = _make_idata(predictive=False, energy=False)
     paths = _save(bare, tmp_path, group_vars=[], pair_vars=[])
@@ -105,10 +108,12 @@ def test_missing_data_is_skipped_not_an_error(tmp_path):
     assert not (tmp_path / "forest.png").exists()
 
 
+@pytest.mark.unit
 def test_ppc_skipped_when_outcome_absent(idata, tmp_path):
     assert _save(idata, tmp_path, kinds=["ppc"], outcome="not_there") == []
 
 
+@pytest.mark.unit
 def test_unknown_kind_raises_naming_allowed_kinds(idata, tmp_path):
     with pytest.raises(ValueError, match="histogram") as excinfo:
         _save(idata, tmp_path, kinds=["posterior", "histogram"])
@@ -116,6 +121,7 @@ def test_unknown_kind_raises_naming_allowed_kinds(idata, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.unit
 def test_forest_has_one_ytick_per_group_in_label_order(idata):
     fig = plot_forest(idata, var_names=GROUP_VARS, group_dim="county")
     ax = fig.axes[0]
@@ -125,11 +131,13 @@ def test_forest_has_one_ytick_per_group_in_label_order(idata):
     assert "county" in fig.get_suptitle() and "90%" in fig.get_suptitle()
 
 
+@pytest.mark.unit
 def test_forest_infers_group_dim(idata):
     fig = plot_forest(idata, var_names=["floor"], group_dim=None)
     assert len(fig.axes[0].get_yticks()) == len(COUNTIES)
 
 
+@pytest.mark.unit
 def test_pair_selects_one_group_and_marks_divergences(idata):
     fig = plot_pair(idata, var_names=["sigma_floor", "floor[ANOKA]"], group_dim="county")
     assert len(fig.axes) == 3  # lower triangle: two marginals and one scatter
@@ -146,6 +154,7 @@ def test_pair_selects_one_group_and_marks_divergences(idata):
     assert f"{n_div} divergent" in fig.get_suptitle()
 
 
+@pytest.mark.unit
 def test_pair_unknown_label_or_variable_raises(idata):
     with pytest.raises(ValueError, match="NOWHERE"):
         plot_pair(idata, var_names=["sigma_floor", "floor[NOWHERE]"], group_dim="county")
@@ -153,6 +162,7 @@ def test_pair_unknown_label_or_variable_raises(idata):
         plot_pair(idata, var_names=["sigma_flor", "mu_floor"], group_dim="county")
 
 
+@pytest.mark.unit
 def test_trace_shows_only_first_few_groups_of_a_group_var(idata):
     fig = plot_trace(idata, var_names=["sigma", "floor"], group_dim="county")
     trace_axes = fig.axes[::2]
@@ -163,12 +173,14 @@ def test_trace_shows_only_first_few_groups_of_a_group_var(idata):
     assert len(trace_axes[0].get_lines()) >= N_CHAINS
 
 
+@pytest.mark.unit
 def test_energy_legend_reports_bfmi_per_chain(idata):
     fig = plots.plot_energy(idata)
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert sum(t.startswith("E-BFMI chain") for t in texts) == N_CHAINS
 
 
+@pytest.mark.unit
 def test_ppc_titles_outcome_and_draws_fifty_replicates(idata):
     fig = plot_ppc(idata, outcome="y")
     ax = fig.axes[0]
@@ -176,11 +188,13 @@ def test_ppc_titles_outcome_and_draws_fifty_replicates(idata):
     assert len(ax.get_lines()) == 50 + 1
 
 
+@pytest.mark.unit
 def test_ppc_discrete_outcome_uses_frequencies(tmp_path):
     fig = plot_ppc(_make_idata(discrete=True), outcome="y")
     assert fig.axes[0].get_ylabel() == "relative frequency"
 
 
+@pytest.mark.process
 def test_import_is_light():
     code = (
         "import sys, hbreg.plots; "
@@ -192,6 +206,7 @@ def test_import_is_light():
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
+@pytest.mark.unit
 def test_forest_with_many_groups_shows_an_evenly_spaced_subset():
     rng = np.random.default_rng(3)
     labels = [f"g{i}" for i in range(1000)]

@@ -23,6 +23,8 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.sampling
+
 RUN_FILES = (
     "config.yaml",
     "manifest.json",

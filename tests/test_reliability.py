@@ -3,7 +3,7 @@
 Each test here asserts the same contract: a run directory either is complete (manifest
 status `complete`, a name without suffix) or is visibly not (`.failed`, `.interrupted`,
 or a hidden `.tmp-...` that nothing lists), and the terminal gets one readable line with
-the exit code of DESIGN.md, never a traceback.
+its exit code (README, "Exit codes"), never a traceback.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def finish(process: subprocess.Popen, *, timeout: float = 120) -> tuple[int, str
     return process.returncode, out.decode(errors="replace")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_sampling_marks_the_run_interrupted(tmp_path, signum):
     root = tmp_path / "outputs"
@@ -159,6 +160,7 @@ def test_signal_mid_sampling_marks_the_run_interrupted(tmp_path, signum):
     assert reaction < 60
 
 
+@pytest.mark.process
 def test_sigkill_leaves_only_a_hidden_directory_that_nothing_lists(tmp_path, cli):
     root = tmp_path / "outputs"
     process = start(["fit", radon_config(tmp_path, LONG, parameterization="centered")])
@@ -179,6 +181,7 @@ def test_sigkill_leaves_only_a_hidden_directory_that_nothing_lists(tmp_path, cli
     assert hidden(root) == []
 
 
+@pytest.mark.process
 def test_two_fits_started_in_the_same_second_get_two_complete_directories(tmp_path):
     # Real, parallel `hbreg fit` processes; their clock is frozen so both really start
     # "in the same second" and race for the same directory name when they finish.
@@ -235,6 +238,7 @@ def _assert_marked(root: Path, status: str) -> Path:
     return run
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("exc", "code", "status", "message"),
     [
@@ -278,6 +282,7 @@ def test_exception_during_sampling(
     assert f"kept in '{run}'" in result.output
 
 
+@pytest.mark.unit
 def test_debug_shows_the_traceback(cli, write_config, radon_hier_config, tmp_path, monkeypatch):
     def failing_sample(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
@@ -290,6 +295,7 @@ def test_debug_shows_the_traceback(cli, write_config, radon_hier_config, tmp_pat
     _assert_marked(tmp_path / "outputs", "failed")
 
 
+@pytest.mark.unit
 def test_user_error_shows_traceback_only_with_debug(cli, tmp_path):
     quiet = cli("validate", tmp_path / "nope.yaml")
     loud = cli("--debug", "validate", tmp_path / "nope.yaml")
@@ -298,6 +304,7 @@ def test_user_error_shows_traceback_only_with_debug(cli, tmp_path):
     assert "Traceback" in loud.output and "ConfigError" in loud.output
 
 
+@pytest.mark.sampling
 def test_exception_while_plotting_marks_the_run_failed(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
@@ -318,6 +325,7 @@ def test_exception_while_plotting_marks_the_run_failed(
     assert (run / "summary.csv").is_file()  # what was made before the crash is kept
 
 
+@pytest.mark.unit
 def test_output_root_that_is_a_file_exits_3_before_sampling(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
@@ -331,6 +339,7 @@ def test_output_root_that_is_a_file_exits_3_before_sampling(
     assert root.read_text() == "precious"
 
 
+@pytest.mark.process
 def test_read_only_output_root_exits_3_and_keeps_earlier_runs(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
@@ -367,6 +376,7 @@ def test_read_only_output_root_exits_3_and_keeps_earlier_runs(
     assert visible(root) == [earlier]
 
 
+@pytest.mark.process
 def test_full_disk_mid_run_exits_3_and_marks_the_run_failed(tmp_path):
     small = tmp_path / "small"
     small.mkdir()

@@ -51,6 +51,7 @@ def hidden(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.unit
 def test_work_happens_under_a_hidden_name_until_finish(tmp_path):
     run = RunDirectory(tmp_path, "exp")
     run.write_text("summary.csv", "a,b\n")
@@ -67,6 +68,7 @@ def test_work_happens_under_a_hidden_name_until_finish(tmp_path):
     assert [r.complete for r in list_runs(tmp_path)] == [True]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("exc", "status"),
     [
@@ -90,6 +92,7 @@ def test_abandoned_run_is_marked_with_its_error(tmp_path, exc, status):
     assert not info.complete and info.status == status
 
 
+@pytest.mark.unit
 def test_same_stamp_and_name_get_distinct_directories(tmp_path, frozen_clock):
     made = [RunDirectory(tmp_path, "exp") for _ in range(3)]
     names = [run.finish().name for run in made]
@@ -113,6 +116,7 @@ def _finish_at_the_same_time(root: str, barrier) -> str:
     return run.finish().name
 
 
+@pytest.mark.process
 def test_processes_finishing_together_never_share_a_directory(tmp_path):
     n = 6
     ctx = multiprocessing.get_context("spawn")
@@ -126,6 +130,7 @@ def test_processes_finishing_together_never_share_a_directory(tmp_path):
     assert hidden(tmp_path) == []
 
 
+@pytest.mark.unit
 def test_signal_swallowed_by_the_sampler_still_blocks_finish(tmp_path, signals):
     run = RunDirectory(tmp_path, "exp")
     try:  # what nutpie and PyMC do: catch KeyboardInterrupt, return the draws so far
@@ -142,12 +147,14 @@ def test_signal_swallowed_by_the_sampler_still_blocks_finish(tmp_path, signals):
     assert list_runs(tmp_path)[0].status == "interrupted"
 
 
+@pytest.mark.unit
 def test_handle_sigterm_forgets_signals_of_an_earlier_command(signals):
     hbreg_signals._signals["signal"] = signal.SIGINT
     handle_sigterm()
     assert hbreg_signals.interrupted() is None
 
 
+@pytest.mark.unit
 def test_ignored_sigint_stays_ignored(signals):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     handle_sigterm()
@@ -155,6 +162,7 @@ def test_ignored_sigint_stays_ignored(signals):
     assert signal.getsignal(signal.SIGTERM) is hbreg_signals._on_signal
 
 
+@pytest.mark.unit
 def test_signal_during_the_final_rename_does_not_cut_it_in_half(tmp_path, signals, monkeypatch):
     run = RunDirectory(tmp_path, "exp")
     real_replace = os.replace
@@ -168,6 +176,7 @@ def test_signal_during_the_final_rename_does_not_cut_it_in_half(tmp_path, signal
     assert load_run(final).complete
 
 
+@pytest.mark.unit
 def test_output_root_that_is_a_file(tmp_path):
     (tmp_path / "outputs").write_text("not a directory")
     with pytest.raises(OutputError, match="exists but is not a directory"):
@@ -175,12 +184,14 @@ def test_output_root_that_is_a_file(tmp_path):
     assert (tmp_path / "outputs").read_text() == "not a directory"
 
 
+@pytest.mark.unit
 def test_output_root_below_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="cannot create a run directory in output.root"):
         RunDirectory(tmp_path / "file" / "outputs", "exp")
 
 
+@pytest.mark.unit
 def test_read_only_output_root_is_a_clear_error(tmp_path, monkeypatch):
     root = tmp_path / "outputs"
     root.mkdir()
@@ -198,6 +209,7 @@ def test_read_only_output_root_is_a_clear_error(tmp_path, monkeypatch):
     assert visible(root) == ["earlier_run"]
 
 
+@pytest.mark.unit
 def test_read_only_output_root_by_mode(tmp_path):
     root = tmp_path / "outputs"
     root.mkdir()
@@ -219,6 +231,7 @@ def test_read_only_output_root_by_mode(tmp_path):
         root.chmod(0o755)
 
 
+@pytest.mark.unit
 def test_disk_full_while_finishing_marks_the_run_failed(tmp_path, monkeypatch):
     run = RunDirectory(tmp_path, "exp")
     real_write = Path.write_text
@@ -235,6 +248,7 @@ def test_disk_full_while_finishing_marks_the_run_failed(tmp_path, monkeypatch):
     assert not list_runs(tmp_path)[0].complete
 
 
+@pytest.mark.unit
 def test_rename_failure_leaves_only_the_hidden_directory(tmp_path, monkeypatch):
     run = RunDirectory(tmp_path, "exp")
 
@@ -248,6 +262,7 @@ def test_rename_failure_leaves_only_the_hidden_directory(tmp_path, monkeypatch):
     assert list_runs(tmp_path) == []
 
 
+@pytest.mark.unit
 def test_abandon_never_raises_even_when_nothing_can_be_written(tmp_path, monkeypatch):
     run = RunDirectory(tmp_path, "exp")
 
@@ -260,6 +275,7 @@ def test_abandon_never_raises_even_when_nothing_can_be_written(tmp_path, monkeyp
     assert list_runs(tmp_path) == []
 
 
+@pytest.mark.unit
 def test_listing_ignores_hidden_work_and_flags_what_is_not_complete(tmp_path):
     (tmp_path / ".tmp-2026-01-01_00-00-00_exp-1-abc").mkdir()  # a SIGKILLed run
     (tmp_path / "2026-01-01_00-00-01_nomanifest").mkdir()
@@ -275,6 +291,7 @@ def test_listing_ignores_hidden_work_and_flags_what_is_not_complete(tmp_path):
     assert list_runs(tmp_path / "missing") == []
 
 
+@pytest.mark.unit
 def test_runs_command_ignores_a_killed_run(tmp_path, cli):
     (tmp_path / ".tmp-2026-01-01_00-00-00_exp-1-abc").mkdir()
     result = cli("runs", tmp_path)
@@ -282,6 +299,7 @@ def test_runs_command_ignores_a_killed_run(tmp_path, cli):
     assert "no runs" in result.output
 
 
+@pytest.mark.unit
 def test_interrupted_passes_through_except_exception(tmp_path, signals):
     hbreg_signals._signals["signal"] = signal.SIGINT
     run = RunDirectory(tmp_path, "exp")
@@ -292,6 +310,7 @@ def test_interrupted_passes_through_except_exception(tmp_path, signals):
             pytest.fail("an interrupt was taken for an ordinary error")
 
 
+@pytest.mark.unit
 def test_compare_latest_never_takes_an_unfinished_run(tmp_path, cli):
     for name, status in [
         ("2026-01-01_00-00-00_exp.failed", "failed"),

@@ -35,6 +35,7 @@ def _data(name: str):
     return with_formula_roles(config, data), data
 
 
+@pytest.mark.unit
 def test_crossed_and_nested_factors_are_encoded_with_observed_levels():
     _, pen = _data("penicillin")
     assert [(f.name, len(f.labels)) for f in pen.factors] == [("plate", 24), ("sample", 6)]
@@ -45,6 +46,7 @@ def test_crossed_and_nested_factors_are_encoded_with_observed_levels():
     assert nested.labels[:3] == ["A:a", "A:b", "A:c"] and pastes.group_dim == "batch:cask"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("parameterization", ["marginal", "noncentered"])
 def test_names_say_their_factor_and_are_the_same_in_both(parameterization):
     from hbreg.models import build_model
@@ -66,11 +68,13 @@ def test_names_say_their_factor_and_are_the_same_in_both(parameterization):
     assert ("intercept|plate" in stored) == (parameterization == "noncentered")
 
 
+@pytest.mark.unit
 def test_one_factor_formulas_keep_the_one_factor_names():
     _, data = _data("radon_formula")
     assert data.factors == ()
 
 
+@pytest.mark.unit
 def test_an_unknown_override_is_refused_with_the_parameters():
     from hbreg.errors import ConfigError
     from hbreg.models import build_model
@@ -87,6 +91,7 @@ def test_an_unknown_override_is_refused_with_the_parameters():
         build_model(with_formula_roles(config, data), data)
 
 
+@pytest.mark.unit
 def test_a_correlation_prior_for_an_unknown_factor_is_refused():
     from hbreg.errors import ConfigError
     from hbreg.models import build_model
@@ -115,6 +120,7 @@ def _case(seed=3):
     return X, y, i1, i2, g1, other
 
 
+@pytest.mark.unit
 def test_offset_marginal_equals_the_dense_conditional_density():
     """Given factor 2's effects, factor 1 integrated out: the density of y - offset."""
     import pytensor
@@ -145,6 +151,7 @@ def test_offset_marginal_equals_the_dense_conditional_density():
     assert float(value) == pytest.approx(dense, rel=1e-9)
 
 
+@pytest.mark.unit
 def test_draws_with_a_per_draw_offset_equal_draws_on_the_shifted_outcome():
     """`wty` per draw (the integrated factor given the other factors' effects): with one
     offset for every draw it gives exactly the draws made from the statistics of y - offset;
@@ -198,6 +205,7 @@ def _check_against_lme4(run, fixed, sds, sd_tolerance):
     return post
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_penicillin_crossed_matches_lme4(tmp_path_factory):
     run = _fit(tmp_path_factory, "penicillin")
@@ -211,6 +219,7 @@ def test_penicillin_crossed_matches_lme4(tmp_path_factory):
     assert list(post["intercept|sample"]["sample"].values) == list("ABCDEF")
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_pastes_nested_matches_lme4(tmp_path_factory):
     run = _fit(tmp_path_factory, "pastes")
@@ -223,6 +232,7 @@ def test_pastes_nested_matches_lme4(tmp_path_factory):
     )
 
 
+@pytest.mark.unit
 def test_validate_names_every_factor(cli):
     result = cli("validate", CONFIGS / "pastes.yaml")
     assert result.exit_code == 0, result.output

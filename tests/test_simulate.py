@@ -33,6 +33,7 @@ from hbreg.simulate import (
 from hbreg.simulate import executors as simulate
 from hbreg.simulate.recovery import COVERAGE_COLUMNS, RECOVERY_COLUMNS, truth_for
 
+pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parents[1]
 TWO_GROUPS = ROOT / "configs" / "simulate_two_groups.yaml"
 RADON_LIKE = ROOT / "configs" / "simulate_radon_like.yaml"

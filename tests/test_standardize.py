@@ -69,6 +69,7 @@ CASES = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", list(CASES))
 def test_predictions_on_the_users_scale_are_exactly_the_standardized_ones(case):
     config = _config(**CASES[case])
@@ -85,6 +86,7 @@ def test_predictions_on_the_users_scale_are_exactly_the_standardized_ones(case):
     assert np.allclose(user["sigma"], scaling.outcome_sd * posterior["sigma"])
 
 
+@pytest.mark.unit
 def test_group_values_keep_their_place_in_the_population_distribution():
     config = _config()
     data = to_model_data(_frame(), config)
@@ -105,6 +107,7 @@ def test_group_values_keep_their_place_in_the_population_distribution():
     )
 
 
+@pytest.mark.unit
 def test_standardize_silences_the_scale_warning():
     frame = _frame().assign(conc=lambda f: 1e-3 * f["floor"] + 1e-4 * np.arange(len(f)))
     spec = {"path": "d.csv", "outcome": "y", "predictors": ["conc", "income"], "group": "g"}
@@ -114,6 +117,7 @@ def test_standardize_silences_the_scale_warning():
     assert "scale" not in [c.check for c in check_design(scaled, to_model_data(frame, scaled))]
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_standardized_radon_fit_matches_the_plain_one(radon_hier_config, tmp_path):
     """Same posterior on the user's scale within Monte-Carlo error (priors N(0, 10) and
@@ -137,6 +141,7 @@ def test_standardized_radon_fit_matches_the_plain_one(radon_hier_config, tmp_pat
         assert scaled.loc[name, "sd"] == pytest.approx(plain.loc[name, "sd"], rel=0.2)
 
 
+@pytest.mark.unit
 def test_correlations_of_group_effects_are_left_as_they_are():
     from hbreg.names import correlation
 
@@ -162,6 +167,7 @@ def test_correlations_of_group_effects_are_left_as_they_are():
     assert np.allclose(user["sigma_floor"], scaling.factor("floor") * posterior["sigma_floor"])
 
 
+@pytest.mark.unit
 def test_a_binary_outcome_is_left_alone_and_only_predictors_are_standardized():
     frame = _frame().assign(y=lambda f: (f["y"] > 50).astype(float))
     config = _config(pooling="pooled")

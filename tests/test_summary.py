@@ -59,6 +59,7 @@ def ar1(rng, shape, phi):
     return out
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("chains", "draws"), [(3, 101), (4, 200), (2, 64)])
 def test_normal_posterior_with_group_variables(chains, draws):
     rng = np.random.default_rng(chains * draws)
@@ -80,6 +81,7 @@ def test_normal_posterior_with_group_variables(chains, draws):
     assert len(got) == 2 + 3 + 6 + 4
 
 
+@pytest.mark.unit
 def test_autocorrelated_chains_have_small_ess():
     rng = np.random.default_rng(1)
     posterior = xr.Dataset(
@@ -98,6 +100,7 @@ def test_autocorrelated_chains_have_small_ess():
     assert got.loc["antithetic", "ess_bulk"] > n  # negative autocorrelation: ESS above N
 
 
+@pytest.mark.unit
 def test_chains_with_different_means_have_large_r_hat():
     rng = np.random.default_rng(2)
     shifts = np.array([0.0, 0.0, 1.5, -1.5])[:, None]
@@ -117,6 +120,7 @@ def test_chains_with_different_means_have_large_r_hat():
     assert got.loc["wide", "r_hat"] > 1.1  # caught by the folded (tail) R-hat
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", [1.0, 0.1, 1 / 3, -123.456])
 def test_constant_parameter(value):
     rng = np.random.default_rng(3)
@@ -134,6 +138,7 @@ def test_constant_parameter(value):
         assert row["sd"] == 0 and row["mcse_mean"] == 0 and np.isnan(row["mcse_sd"])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("draws", [333, 400])
 def test_one_chain(draws):
     rng = np.random.default_rng(4)
@@ -148,6 +153,7 @@ def test_one_chain(draws):
     assert got[["ess_bulk", "ess_tail", "mcse_mean", "mcse_sd"]].notna().all().all()
 
 
+@pytest.mark.unit
 def test_ties_nan_and_infinite_draws():
     rng = np.random.default_rng(5)
     with_nan = rng.normal(size=(4, 120))
@@ -168,6 +174,7 @@ def test_ties_nan_and_infinite_draws():
     assert got.loc["count[0]"].notna().all()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("draws", [3, 4, 5, 6, 7, 9])
 @pytest.mark.parametrize("chains", [1, 2, 4])
 def test_short_chains(chains, draws):
@@ -183,6 +190,7 @@ def test_short_chains(chains, draws):
         assert got[["ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"]].isna().all().all()
 
 
+@pytest.mark.unit
 def test_many_parameters_across_blocks():
     """More parameters than one block holds, split over variables of different sizes."""
     rng = np.random.default_rng(6)
@@ -196,12 +204,14 @@ def test_many_parameters_across_blocks():
     assert_matches_arviz(posterior)
 
 
+@pytest.mark.unit
 def test_sample_dims_in_any_position():
     rng = np.random.default_rng(7)
     posterior = xr.Dataset({"a": (("draw", "k", "chain"), rng.normal(size=(150, 2, 3)))})
     assert_matches_arviz(posterior)
 
 
+@pytest.mark.unit
 def test_labels_follow_the_variables_own_dimension_order():
     """Each label names its own numbers, also for a variable whose dimension order differs
     from the dataset's (where az.summary pairs the labels of one order with the numbers of
@@ -234,22 +244,26 @@ def test_labels_follow_the_variables_own_dimension_order():
     )
 
 
+@pytest.mark.unit
 def test_empty_posterior():
     got = summarize(xr.Dataset())
     assert got.empty and list(got.columns) == COLUMNS
 
 
+@pytest.mark.unit
 def test_missing_sample_dimension_is_an_error():
     with pytest.raises(ValueError, match="chain"):
         summarize(xr.Dataset({"a": (("draw",), np.zeros(10))}))
 
 
+@pytest.mark.unit
 def test_fft_length_matches_scipy_fftpack():
     from scipy.fftpack import next_fast_len
 
     assert [_next_fast_len(n) for n in range(1, 5001)] == [next_fast_len(n) for n in range(1, 5001)]
 
 
+@pytest.mark.process
 def test_importing_summary_does_not_import_arviz():
     code = (
         "import sys, hbreg.stats.summary; sys.exit(any(m.startswith('arviz') for m in sys.modules))"

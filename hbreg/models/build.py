@@ -11,7 +11,7 @@ coefficients in a *block* are given their prior:
 Coefficients outside the blocks (non-varying ones) are sampled directly. The block
 coefficients are then either integrated out (`marginal`, see `marginal.py`) or
 sampled as `centered` / `noncentered` random variables. Whatever the choice, the
-completed posterior has the names of DESIGN.md.
+completed posterior has the names of README, "Names in the posterior" (`hbreg.names`).
 
 In the marginal model a group scale with a half-symmetric prior (HalfNormal,
 HalfCauchy, HalfStudentT) is sampled *signed*: z with the symmetric prior and
@@ -23,14 +23,13 @@ tail where the data allow a small scale (about three times the bulk ESS of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from hbreg.config import Config, correlation_prior, parameter_names, prior_for
 from hbreg.config.priors import to_pymc
 from hbreg.data import ModelData
 from hbreg.errors import ConfigError
+from hbreg.models.built import BuiltModel
 from hbreg.models.marginal import (
     SufficientStats,
     draw_group_coefficients,
@@ -50,25 +49,6 @@ from hbreg.names import (
 )
 
 __all__ = ["BuiltModel", "build_model", "complete_posterior", "resolve_parameterization"]
-
-
-@dataclass
-class BuiltModel:
-    """A PyMC model plus what is needed to read and complete its posterior."""
-
-    model: object  # pm.Model
-    parameterization: str
-    block_coefs: list[str]
-    population_vars: list[str]
-    group_vars: list[str]
-    pair_vars: list[str]
-    stats: SufficientStats | None = None
-    shift: np.ndarray | None = None  # per-block constant taken out of y (marginal.outcome_shift)
-    sampled_vars: list[str] = field(default_factory=list)
-    internal_vars: list[str] = field(default_factory=list)  # dropped from the posterior
-    correlated: bool = False  # block coefficients with an LKJ correlation (CORRELATION_CHOLESKY)
-    correlation_vars: list[str] = field(default_factory=list)  # corr_<a>_<b>, in pair order
-    several: object | None = None  # hbreg.models.several.SeveralFactors for several factors
 
 
 def resolve_parameterization(config: Config) -> str:

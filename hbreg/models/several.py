@@ -35,6 +35,7 @@ from hbreg.config.priors import to_pymc
 from hbreg.data import ModelData
 from hbreg.data.formula import parameter_roles, population_names, several_factor_problems
 from hbreg.errors import ConfigError
+from hbreg.models.built import BuiltModel
 from hbreg.models.marginal import SufficientStats, draw_group_coefficients, marginal_loglik
 from hbreg.models.marginal import sufficient_stats as _sufficient_stats
 from hbreg.names import (
@@ -75,8 +76,6 @@ def build_several(config: Config, data: ModelData, parameterization: str):
     """The PyMC model of a several-factor formula config (see the module docstring)."""
     import pymc as pm
     import pytensor.tensor as pt
-
-    from hbreg.models.build import BuiltModel
 
     if parameterization not in ("marginal", "noncentered"):
         raise ConfigError(

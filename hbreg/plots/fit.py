@@ -25,7 +25,7 @@ import numpy as np
 
 from hbreg._gc import gc_paused
 from hbreg.config.schema import PLOT_KINDS
-from hbreg.plots.common import figure, group, save, suptitle
+from hbreg.plots.common import figure, group, kde, rank_histogram, save, suptitle
 from hbreg.stats.diagnostics import bfmi
 
 if TYPE_CHECKING:
@@ -47,8 +47,6 @@ _MAX_PER_VAR = 4  # entries of a non-scalar variable shown in the posterior and 
 _MAX_FOREST_GROUPS = 100  # more rows than this are unreadable: show an evenly spaced subset
 _PPC_DRAWS = 50
 _PPC_MAX_OBS = 100_000
-_KDE_GRID = 256
-_RANK_BINS = 20
 _SELECTION = re.compile(r"^\s*(?P<name>[^\[\]]+?)\s*\[\s*(?P<label>[^\[\]]+?)\s*\]\s*$")
 _INTERVAL_COLOR = "#1f4e79"
 
@@ -167,7 +165,7 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (label, draws) in zip(axes.flat, items, strict=False):
         x = draws.ravel()
-        grid, dens = _kde(x)
+        grid, dens = kde(x)
         ax.fill_between(grid, dens, color="C0", alpha=0.25, lw=0)
         ax.plot(grid, dens, color="C0", lw=1.5)
         q05, q25, q75, q95 = np.quantile(x, [0.05, 0.25, 0.75, 0.95])
@@ -213,7 +211,7 @@ def plot_trace(idata: Any, *, var_names: Sequence[str], group_dim: str | None = 
         ax_trace.set_ylabel(label, fontsize=9)
         ax_trace.set_xlim(0, max(n_draws - 1, 1))
         ax_trace.tick_params(labelsize=8)
-        _rank_hist(ax_rank, draws)
+        rank_histogram(ax_rank, draws)
     axes[-1, 0].set_xlabel("draw (after tuning)", fontsize=9)
     axes[-1, 1].set_xlabel("rank of draw among all chains", fontsize=9)
     axes[0, 0].set_title("Trace per chain (divergent draws marked red below)", fontsize=10)
@@ -379,8 +377,8 @@ def plot_ppc(idata: Any, *, outcome: str) -> Figure:
         finite = replicated[np.isfinite(replicated)]
         lo = min(observed.min(), np.quantile(finite, 0.001))
         hi = max(observed.max(), np.quantile(finite, 0.999))
-        grid, obs_dens, bw = _kde(observed, lo=lo, hi=hi, return_bw=True)
-        dens = np.stack([_kde(row[np.isfinite(row)], lo=lo, hi=hi, bw=bw)[1] for row in replicated])
+        grid, obs_dens, bw = kde(observed, lo=lo, hi=hi, return_bw=True)
+        dens = np.stack([kde(row[np.isfinite(row)], lo=lo, hi=hi, bw=bw)[1] for row in replicated])
         ax.plot(grid, dens.T, color="C0", alpha=0.15, lw=0.8)
         ax.plot(grid, obs_dens, color="black", lw=1.8)
         ax.set_ylabel("density", fontsize=9)
@@ -420,7 +418,7 @@ def plot_energy(idata: Any) -> Figure:
         (marginal, "C0", "marginal energy (centred per chain)"),
         (transition, "C1", "energy transition (draw to draw)"),
     ):
-        grid, dens = _kde(values, lo=lo, hi=hi)
+        grid, dens = kde(values, lo=lo, hi=hi)
         ax.fill_between(grid, dens, color=color, alpha=0.3, lw=0)
         (line,) = ax.plot(grid, dens, color=color, lw=1.5, label=name)
         handles.append(line)
@@ -586,63 +584,3 @@ def _scalar_mean(post: Any, name: str) -> float | None:
 
 def _is_discrete(x: np.ndarray) -> bool:
     return x.size > 0 and bool(np.all(x == np.round(x))) and np.ptp(x) <= 60
-
-
-def _kde(
-    x: np.ndarray,
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-    bw: float | None = None,
-    return_bw: bool = False,
-) -> tuple[np.ndarray, ...]:
-    """Gaussian KDE on a grid by binning and convolution: O(n + grid), fast for any n.
-
-    The bandwidth follows Silverman's rule unless given; the grid spans [lo, hi], by default
-    the range of `x`, and the density is renormalised on it.
-    """
-    x = np.asarray(x, dtype=float)
-    lo = float(x.min()) if lo is None else lo
-    hi = float(x.max()) if hi is None else hi
-    if bw is None:
-        sd = x.std()
-        iqr = np.subtract(*np.quantile(x, [0.75, 0.25]))
-        spread = min(sd, iqr / 1.34) if iqr > 0 else sd
-        bw = 0.9 * spread * x.size**-0.2 if spread > 0 else 0.0
-    if hi <= lo:  # a constant: a narrow spike
-        width = abs(lo) * 1e-3 or 1e-3
-        lo, hi = lo - width, hi + width
-    counts, edges = np.histogram(x, bins=_KDE_GRID, range=(lo, hi))
-    step = edges[1] - edges[0]
-    grid = edges[:-1] + step / 2
-    if bw > 0:
-        half = int(min(np.ceil(4 * bw / step), _KDE_GRID))
-        offsets = np.arange(-half, half + 1) * step
-        kernel = np.exp(-0.5 * (offsets / bw) ** 2)
-        dens = np.convolve(counts, kernel, mode="full")[half : half + _KDE_GRID]
-    else:
-        dens = counts.astype(float)
-    total = dens.sum() * step
-    dens = dens / total if total > 0 else dens
-    return (grid, dens, bw) if return_bw else (grid, dens)
-
-
-def _rank_hist(ax: Axes, draws: np.ndarray) -> None:
-    """Per-chain histograms of the ranks of the draws among all chains, stacked vertically."""
-    n_chains, n_draws = draws.shape
-    order = np.argsort(draws, axis=None, kind="stable")
-    ranks = np.empty(draws.size)
-    ranks[order] = np.arange(draws.size)
-    ranks = ranks.reshape(draws.shape)
-    n_bins = max(2, min(_RANK_BINS, n_draws // 5))
-    edges = np.linspace(0, draws.size, n_bins + 1)
-    expected = n_draws / n_bins
-    gap = 1.9 * expected
-    for chain in range(n_chains):
-        counts, _ = np.histogram(ranks[chain], bins=edges)
-        base = chain * gap
-        ax.stairs(counts + base, edges, baseline=base, fill=True, color=f"C{chain % 10}", alpha=0.8)
-        ax.axhline(base + expected, color="0.3", ls="--", lw=0.6)
-    ax.set_yticks(np.arange(n_chains) * gap + expected / 2, [f"chain {c}" for c in range(n_chains)])
-    ax.set_xlim(0, draws.size)
-    ax.tick_params(labelsize=7)
