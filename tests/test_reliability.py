@@ -411,6 +411,7 @@ def test_full_disk_mid_run_exits_3_and_marks_the_run_failed(tmp_path):
 # Absurd sizes, native crashes and leftovers (issue 15) ------------------------------------
 
 
+@pytest.mark.process
 def test_mistyped_draws_exit_2_within_a_second_and_write_nothing(tmp_path):
     # A real process: what a user waits for, interpreter start included.
     config = radon_config(tmp_path, {"draws": 1_000_000_000})
@@ -426,6 +427,7 @@ def test_mistyped_draws_exit_2_within_a_second_and_write_nothing(tmp_path):
     assert took < 3  # about 0.5 s here; generous for a loaded CI machine
 
 
+@pytest.mark.unit
 def test_run_beyond_memory_is_refused_before_anything_is_written(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
@@ -442,6 +444,7 @@ def test_run_beyond_memory_is_refused_before_anything_is_written(
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.unit
 def test_run_beyond_the_free_disk_is_refused_naming_output_root(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
@@ -457,6 +460,7 @@ def test_run_beyond_the_free_disk_is_refused_naming_output_root(
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.unit
 def test_run_close_to_the_memory_limit_warns_with_the_numbers(
     cli, write_config, radon_hier_config, monkeypatch
 ):
@@ -476,6 +480,7 @@ def test_run_close_to_the_memory_limit_warns_with_the_numbers(
     assert len(warned) == 1 and "of memory (2 chains x 300 draws" in warned[0]
 
 
+@pytest.mark.unit
 def test_estimate_counts_group_coefficients_and_pointwise_draws(radon_hier_config):
     from hbreg.config import parse_config
     from hbreg.fit import prepare
@@ -497,6 +502,7 @@ class PanicException(BaseException):
     """What pyo3 raises in Python for a panic in nutpie's Rust code: not an Exception."""
 
 
+@pytest.mark.sampling
 def test_native_panic_in_the_sampler_exits_3_with_one_line_and_a_failed_run(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
@@ -537,6 +543,7 @@ def _leftover(root: Path, name: str, pid: int) -> Path:
     return path
 
 
+@pytest.mark.process
 def test_runs_shows_leftovers_and_clean_removes_only_abandoned_ones(cli, tmp_path):
     root = tmp_path / "outputs"
     dead = _leftover(root, "killed_fit", _dead_pid())
@@ -575,6 +582,7 @@ def CliRunnerInput(_cli, text: str):  # noqa: N802 - reads like the runner it wr
     return invoke
 
 
+@pytest.mark.process
 def test_runs_in_a_pipe_shows_full_run_names(tmp_path):
     root = tmp_path / "outputs"
     long_name = "radon_hierarchical_with_a_long_experiment_name_for_compare"
@@ -603,6 +611,7 @@ def test_runs_in_a_pipe_shows_full_run_names(tmp_path):
         assert f"{stamp}_{long_name}  {long_name}" in line and "1.004" in line
 
 
+@pytest.mark.sampling
 def test_outcome_a_million_times_its_residual_sd_gives_the_same_posterior(cli, tmp_path):
     # Radon's log radon + 1e6: a residual sd of 0.75 under a mean of a million (a price
     # level, a timestamp). With draws 200 / tune 200 it used to end at sigma ~50,000,
@@ -650,6 +659,7 @@ def test_outcome_a_million_times_its_residual_sd_gives_the_same_posterior(cli, t
 LABELS = ["Zürich 🏠", "São Paulo ★", "Ærø ♥", "Québec", "東京 🚀", "x$y$"]
 
 
+@pytest.mark.sampling
 def test_labels_in_any_script_plot_without_warnings_and_are_stored_exactly(
     cli, write_config, tmp_path
 ):
@@ -687,6 +697,7 @@ def test_labels_in_any_script_plot_without_warnings_and_are_stored_exactly(
         assert sorted(tree["posterior"]["site"].values.tolist()) == sorted(LABELS)
 
 
+@pytest.mark.unit
 def test_drawable_uses_a_fallback_font_or_a_white_square(monkeypatch):
     from hbreg.plots import common
 

@@ -240,6 +240,7 @@ def test_validate_names_every_factor(cli):
     assert "10 groups of 'batch', 30 groups of 'batch:cask'" in text
 
 
+@pytest.mark.unit
 def test_validate_refuses_an_override_of_no_parameter(cli, write_config):
     path = write_config(
         {

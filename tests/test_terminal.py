@@ -53,6 +53,7 @@ def _fit_result():
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal-80", "pipe"])
 def test_fit_summary_keeps_long_names_and_seven_digit_means_whole(terminal):
     console, out = _console(terminal=terminal)
@@ -64,6 +65,7 @@ def test_fit_summary_keeps_long_names_and_seven_digit_means_whole(terminal):
         assert value in row
 
 
+@pytest.mark.unit
 def test_a_table_that_fits_the_terminal_is_a_rich_table():
     console, out = _console(terminal=True)
     print_table(console, ["parameter", "mean"], [["sigma", "0.751"]], title="Posterior")
@@ -72,6 +74,7 @@ def test_a_table_that_fits_the_terminal_is_a_rich_table():
     assert "sigma" in text and "0.751" in text
 
 
+@pytest.mark.unit
 def test_plain_rows_are_aligned_and_keep_wide_characters_whole():
     console, out = _console(terminal=False)
     rows = [["intercept[Zürich 🏠]", "1.5"], ["intercept[東京]", "22.25"]]
@@ -86,12 +89,14 @@ def test_plain_rows_are_aligned_and_keep_wide_characters_whole():
     assert len({cell_len(line) for line in lines}) == 1
 
 
+@pytest.mark.unit
 def test_markup_in_cells_is_printed_literally():
     console, out = _console(terminal=False)
     print_table(console, ["name"], [["[bold]x[/]"]])
     assert "[bold]x[/]" in out.getvalue()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("n", "text"),
     [(999, "999 B"), (1500, "1.5 KB"), (8e9, "8.0 GB"), (2.5e15, "2.5 PB")],
