@@ -259,12 +259,56 @@ def compare(
     name: Annotated[
         list[str] | None, typer.Option("--name", help="Only runs with this experiment name.")
     ] = None,
+    cv: Annotated[
+        str,
+        typer.Option(
+            "--cv",
+            help="loo: PSIS-LOO, integrated over the group coefficients for Gaussian runs; "
+            "conditional: PSIS-LOO given the drawn group coefficients; group: "
+            "leave-one-group-out (a new group).",
+        ),
+    ] = "loo",
+    kfold: Annotated[
+        int | None,
+        typer.Option("--kfold", min=2, help="Score by K exact refits instead of PSIS."),
+    ] = None,
+    by_group: Annotated[
+        bool, typer.Option("--by-group", help="With --kfold: folds of whole groups.")
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the K-fold folds and refits.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="K-fold refits at once (local process pool)."),
+    ] = None,
 ):
-    """Rank runs by PSIS-LOO and draw the shrinkage of group estimates."""
-    from hbreg.compare import compare_runs, render_comparison, select_runs
+    """Rank runs by cross-validation (PSIS-LOO, LOGO or K-fold) and draw the shrinkage."""
+    from hbreg.compare import ComparisonError, compare_runs, render_comparison, select_runs
 
+    if cv not in ("loo", "conditional", "group"):
+        raise ComparisonError(f"--cv: '{cv}' is not a kind of CV; choose loo, conditional or group")
     runs, root = select_runs(paths or [], latest=latest, names=name or [])
-    result = compare_runs(runs, root=root)
+    done = []
+
+    def on_refit(fit: dict) -> None:
+        done.append(fit)
+        console.print(
+            f"refit {len(done)}/{kfold * len(runs)}: {fit['label']} without fold {fit['fold']} "
+            f"({fit['seconds']:.1f} s, {fit['divergences']} divergences)",
+            highlight=False,
+        )
+
+    result = compare_runs(
+        runs,
+        root=root,
+        cv=cv,
+        kfold=kfold,
+        by_group=by_group,
+        seed=seed,
+        workers=workers,
+        on_refit=on_refit if kfold else None,
+    )
     render_comparison(console, result)
 
 

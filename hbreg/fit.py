@@ -20,7 +20,7 @@ import pandas as pd
 
 from hbreg import __version__
 from hbreg._gc import gc_paused
-from hbreg.config import Config, dump_config
+from hbreg.config import Config, dump_config, prior_for
 from hbreg.data import ModelData, load_model_data, with_formula_roles
 from hbreg.inference import ProgressCallback, resolve_backend, sample
 from hbreg.names import (
@@ -30,6 +30,8 @@ from hbreg.names import (
     GROUP_PREDICTOR_DIM,
     GROUP_PREDICTORS,
     GROUP_SIZE,
+    PRIOR_MEAN,
+    PRIOR_SD,
     VARYING,
 )
 from hbreg.runs import RunDirectory, elapsed
@@ -203,7 +205,7 @@ def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
         "posterior": posterior,
         "sample_stats": sample_stats,
         "observed_data": observed,
-        "constant_data": constant_data(data),
+        "constant_data": constant_data(data, config),
     }
     if loglik is not None:
         groups["log_likelihood"] = loglik
@@ -219,12 +221,14 @@ def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
     return tree
 
 
-def constant_data(data: ModelData):
+def constant_data(data: ModelData, config: Config):
     """What readers of the run need about its rows, so they never reload the data file.
 
     The design matrix with its coefficient names, which coefficients vary by group and, for
     grouped data, each row's group index, the rows per group (the group labels are its
-    coordinate) and the group-level predictors. Names: `hbreg.names`.
+    coordinate) and the group-level predictors; for an unpooled run with Normal priors on
+    its group coefficients, those priors (what integrated LOO integrates over); the family
+    as an attribute. Names: `hbreg.names`.
     """
     import xarray as xr
 
@@ -244,7 +248,14 @@ def constant_data(data: ModelData):
                 (dim, GROUP_PREDICTOR_DIM),
                 np.asarray(data.group_X, dtype=float),
             )
-    return xr.Dataset(variables, coords=coords)
+    unpooled = config.model.pooling == "unpooled"
+    priors = [prior_for(config, c) for c in data.varying] if unpooled else []
+    if unpooled and all(p["dist"] == "Normal" for p in priors):
+        by_coef = dict(zip(data.varying, priors, strict=True))
+        for name, key in ((PRIOR_MEAN, "mu"), (PRIOR_SD, "sigma")):
+            values = [float(by_coef[c][key]) if c in by_coef else np.nan for c in data.coef_names]
+            variables[name] = ((COEF_DIM,), np.array(values))
+    return xr.Dataset(variables, coords=coords, attrs={"family": config.model.family})
 
 
 def _small_int(values: np.ndarray, upper: int) -> np.ndarray:

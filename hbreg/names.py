@@ -30,6 +30,8 @@ __all__ = [
     "GROUP_PREDICTOR_DIM",
     "GROUP_SIZE",
     "INTERCEPT",
+    "PRIOR_MEAN",
+    "PRIOR_SD",
     "RESIDUAL_SD",
     "SAMPLE_DIMS",
     "VARYING",
@@ -67,6 +69,8 @@ GROUP_INDEX = "group_index"
 GROUP_SIZE = "group_size"
 GROUP_PREDICTORS = "group_X"
 GROUP_PREDICTOR_DIM = "group_predictor"
+PRIOR_MEAN = "prior_mean"  # fixed Normal prior of unpooled varying coefficients (by coef)
+PRIOR_SD = "prior_sd"
 _RESERVED_DIMS = (*SAMPLE_DIMS, "obs", COEF_DIM, GROUP_PREDICTOR_DIM)
 
 

@@ -88,27 +88,105 @@ def _compare_dirs(root: Path) -> list[Path]:
 
 
 def test_hierarchical_ranks_above_pooled(compared, fits):
+    """The default: integrated LOO for Gaussian runs, hierarchical > pooled > unpooled."""
     result, out = compared
     table = pd.read_csv(out / "compare.csv")
     assert list(table.columns) == COMPARE_COLUMNS
-    assert sorted(table["run"]) == sorted(RADON)
+    assert list(table["run"]) == ["radon_hier", "radon_pooled", "radon_unpooled"]
     assert list(table["rank"]) == [1, 2, 3]
-    rank = dict(zip(table["run"], table["rank"], strict=True))
-    assert rank["radon_hier"] < rank["radon_pooled"]
+    assert (table["cv"] == "loo_integrated").all()
     assert table["weight"].sum() == pytest.approx(1.0, abs=1e-6)
     assert (table["weight"] >= -1e-9).all()
     best = table.iloc[0]
     assert best["elpd_diff"] == 0 and best["dse"] == 0
     assert (table["elpd_diff"].iloc[1:] < 0).all()
-    assert (table["elpd_loo"].diff().iloc[1:] <= 0).all()
-    assert (table["n_obs"] == 919).all()
-    # the pooled model has 3 parameters, the others many more
-    p_loo = dict(zip(table["run"], table["p_loo"], strict=True))
-    assert 1 < p_loo["radon_pooled"] < 6 < p_loo["radon_hier"] < p_loo["radon_unpooled"]
-    # the Pareto k count matches the listed observations
+    assert (table["elpd"].diff().iloc[1:] <= 0).all()
+    assert (table["n_obs"] == 919).all() and (table["n_units"] == 919).all()
+    # the group coefficients are integrated out: only hyperparameters count in p, and no
+    # observation pulls "its" county's coefficients, so Pareto k stays low
+    p = dict(zip(table["run"], table["p"], strict=True))
+    assert 1 < p["radon_pooled"] < 6 and 1 < p["radon_hier"] < 12
+    assert (table["pareto_k_max"] < 0.7).all() and (table["pareto_k_high"] == 0).all()
+    md = (out / "compare.md").read_text()
+    assert "integrated PSIS-LOO" in md and "group coefficients integrated out" in md
+    assert "integrated PSIS-LOO comparison" in result.stdout
+
+
+def test_conditional_loo_counts_group_coefficients(fits, tmp_path):
+    runs = [load_run(fits[name]) for name in RADON]
+    table = compare_runs(runs, root=tmp_path, cv="conditional").table
+    assert (table["cv"] == "loo").all()
+    p = dict(zip(table["run"], table["p"], strict=True))
+    assert 1 < p["radon_pooled"] < 6 < p["radon_hier"] < p["radon_unpooled"]
+    # the Pareto k count matches the listed observations; small counties give high k
     for _, row in table.iterrows():
-        listed = str(row["pareto_k_high_obs"]).split() if row["pareto_k_high"] else []
+        listed = str(row["pareto_k_high_units"]).split("; ") if row["pareto_k_high"] else []
         assert len(listed) == row["pareto_k_high"]
+    assert table.set_index("run").loc["radon_unpooled", "pareto_k_high"] > 10
+    assert (
+        "PSIS-LOO, conditional"
+        in (compare_dirs := _compare_dirs(tmp_path))[0].joinpath("compare.md").read_text()
+    )
+    assert len(compare_dirs) == 1
+
+
+def test_leave_one_group_out(fits, tmp_path):
+    runs = [load_run(fits[name]) for name in RADON]
+    result = compare_runs(runs, root=tmp_path, cv="group")
+    table = result.table
+    assert (table["cv"] == "logo").all() and (table["n_units"] == 85).all()
+    assert list(table["run"]) == ["radon_hier", "radon_pooled", "radon_unpooled"]
+    # a new county under the unpooled model gets the wide fixed prior: far worse
+    assert table["elpd_diff"].iloc[2] < -100
+    assert table.set_index("run").loc["radon_hier", "pareto_k_high"] == 0
+    assert "85 groups (919 observations)" in (result.path / "compare.md").read_text()
+
+
+def _without_constant_data(run: Path, root: Path) -> Path:
+    import xarray as xr
+
+    bare = _copy(run, root, "2026-01-01_00-00-00_radon_old", idata=False, name="radon_old")
+    with xr.open_datatree(run / "idata.nc", engine="h5netcdf") as tree:
+        groups = {k: tree[k].to_dataset().load() for k in tree.children if k != "constant_data"}
+    xr.DataTree.from_dict(groups).to_netcdf(bare / "idata.nc", engine="h5netcdf")
+    return bare
+
+
+def test_one_kind_of_cv_for_every_run(cli, fits, tmp_path):
+    """A run that cannot integrate its coefficients out: conditional LOO for all, or refused."""
+    old = _without_constant_data(fits["radon_hier"], tmp_path)
+    result = compare_runs([load_run(old), load_run(fits["radon_pooled"])], root=tmp_path)
+    assert (result.table["cv"] == "loo").all()
+    assert any("radon_old cannot use integrated LOO" in n for n in result.notes)
+    before = _compare_dirs(tmp_path)
+    refused = cli("compare", old, fits["radon_pooled"], "--cv", "group")
+    assert refused.exit_code == 2
+    assert "radon_old" in refused.stderr and "--kfold 10 --by-group" in refused.stderr
+    assert cli("compare", old, fits["radon_pooled"], "--by-group").exit_code == 2
+    assert _compare_dirs(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_grouped_kfold_refits(cli, fits, tmp_path):
+    out_root = tmp_path / "kfold"
+    runs = [
+        _copy(fits[n], out_root, f"2026-01-01_00-00-0{i}_{n}")
+        for i, n in enumerate(("radon_pooled", "radon_hier"))
+    ]
+    result = cli("compare", *runs, "--kfold", "2", "--by-group", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    (out,) = _compare_dirs(out_root)
+    table = pd.read_csv(out / "compare.csv")
+    assert (table["cv"] == "kfold_group").all() and (table["n_units"] == 85).all()
+    assert table["elpd"].notna().all() and table["run"].iloc[0] == "radon_hier"
+    folds = pd.read_csv(out / "kfold" / "folds.csv")
+    assert len(folds) == 919 and set(folds["fold"]) == {0, 1}
+    assert (folds.groupby("county")["fold"].nunique() == 1).all()  # whole counties held out
+    fits_csv = pd.read_csv(out / "kfold" / "fits.csv")
+    assert len(fits_csv) == 4 and set(fits_csv["seed"]) == {4, 5}
+    assert (fits_csv.groupby("label")["n_held_out"].sum() == 919).all()
+    assert "grouped 2-fold" in (out / "compare.md").read_text()
+    assert "refit 4/4" in result.stdout
 
 
 def test_compare_directory_contents(compared, fits):

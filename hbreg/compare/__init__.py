@@ -1,8 +1,10 @@
 """`hbreg compare`: rank run directories by cross-validation and draw the shrinkage.
 
-Modules by job: `select` (which runs, read from their run directories), `loo` (PSIS-LOO, the
-ranking table and the verdict), `shrinkage` (group estimates per run), `plots` (figures),
-`render` (terminal and markdown) and `run` (`compare_runs`, which writes the compare directory).
+Modules by job: `select` (which runs, read from their run directories), `loo` (the kinds of
+cross-validation, PSIS, the ranking table and the verdict), `integrated` (a run's hyperparameter
+draws and rows for the integrated densities of `hbreg.models.loo`), `kfold` (exact refits),
+`shrinkage` (group estimates per run), `plots` (figures), `render` (terminal and markdown) and
+`run` (`compare_runs`, which writes the compare directory).
 """
 
 from hbreg.compare.loo import COMPARE_COLUMNS

@@ -38,10 +38,12 @@ def save_figure(fig: Figure, path: Path) -> Path:
         _close(fig)
 
 
-def plot_loo(table: pd.DataFrame) -> Figure:
-    """The arviz-plots compare plot (elpd difference to the best, with dse); matplotlib if not."""
-    frame = table.set_index("run")[["elpd_loo", "se", "elpd_diff", "dse", "weight"]]
-    frame = frame.rename(columns={"elpd_loo": "elpd"})
+def plot_loo(table: pd.DataFrame, *, title: str = "PSIS-LOO") -> Figure:
+    """Elpd difference to the best run with its dse, titled with the kind of CV (`title`).
+
+    The arviz-plots compare plot where it draws; the same picture in plain matplotlib if not.
+    """
+    frame = table.set_index("run")[["elpd", "se", "elpd_diff", "dse", "weight"]]
     try:
         import arviz_plots as azp
 
@@ -49,24 +51,24 @@ def plot_loo(table: pd.DataFrame) -> Figure:
             warnings.simplefilter("ignore")
             pc = azp.plot_compare(frame, backend="matplotlib")
         fig = pc.viz["figure"].item()
-        fig.axes[0].set_title("PSIS-LOO: elpd difference to the best run (bars: dse)")
-        fig.axes[0].set_xlabel("elpd_loo difference (higher is better)")
+        fig.axes[0].set_title(f"{title}: elpd difference to the best run (bars: dse)")
+        fig.axes[0].set_xlabel(f"elpd difference by {title} (higher is better)")
         fig.set_size_inches(9, 1.6 + 0.55 * len(frame))
         fig.set_layout_engine("constrained")
         return fig
     except Exception:  # any arviz-plots failure: draw the same thing directly
-        return _loo_figure_matplotlib(frame)
+        return _loo_figure_matplotlib(frame, title)
 
 
-def _loo_figure_matplotlib(frame: pd.DataFrame) -> Figure:
+def _loo_figure_matplotlib(frame: pd.DataFrame, title: str) -> Figure:
     fig = new_figure(7.5, 1.6 + 0.6 * len(frame))
     ax = fig.subplots()
     y = np.arange(len(frame))[::-1]
     ax.errorbar(frame["elpd_diff"], y, xerr=frame["dse"], fmt="o", color="#1b62a5", capsize=3)
     ax.axvline(0, color="0.4", ls="--", lw=1)
     ax.set_yticks(y, frame.index)
-    ax.set_xlabel("ELPD difference to the best run (bars: dse)")
-    ax.set_title("PSIS-LOO comparison")
+    ax.set_xlabel(f"elpd difference to the best run by {title} (bars: dse)")
+    ax.set_title(f"{title} comparison")
     return fig
 
 

@@ -1,13 +1,14 @@
 """What `hbreg compare` shows: the ranking table for the terminal and `compare.md` for a person.
 
-One row formatter (`_cells`) serves both, so the terminal and the markdown never disagree.
+One row formatter (`_cells`) serves both, so the terminal and the markdown never disagree;
+both name the kind of cross-validation every number comes from (`CV_KINDS`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hbreg.compare.loo import PARETO_K_THRESHOLD
+from hbreg.compare.loo import PARETO_K_THRESHOLD, cv_description, cv_title
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,11 +21,12 @@ _COLUMNS = (
     "rank",
     "run",
     "pooling",
-    "elpd_loo",
+    "cv",
+    "elpd",
     "se",
     "elpd_diff",
     "dse",
-    "p_loo",
+    "p",
     "weight",
     f"k>{PARETO_K_THRESHOLD}",
 )
@@ -32,33 +34,47 @@ _COLUMNS = (
 
 def _cells(r) -> list[str]:
     """One row of the comparison table as text, in `_COLUMNS` order."""
+    kfold = r["cv"].startswith("kfold")
     return [
         str(r["rank"]),
         r["run"],
         r["pooling"],
-        f"{r['elpd_loo']:.1f}",
+        r["cv"],
+        f"{r['elpd']:.1f}",
         f"{r['se']:.1f}",
         f"{r['elpd_diff']:.1f}",
         f"{r['dse']:.1f}",
-        f"{r['p_loo']:.1f}",
+        "-" if kfold else f"{r['p']:.1f}",
         f"{r['weight']:.2f}",
-        str(r["pareto_k_high"]),
+        "-" if kfold else str(r["pareto_k_high"]),
     ]
 
 
-def markdown(table, verdict, warn, notes, outcome, n_obs, files) -> str:
-    """`compare.md`: the table, the verdict, warnings, notes, the runs and the files."""
+def _units(result_or_table, n_obs: int) -> str:
+    table = result_or_table
+    n_units = int(table["n_units"].iloc[0])
+    kind = table["cv"].iloc[0]
+    if kind in ("logo", "kfold_group"):
+        return f"{n_units} groups ({n_obs} observations)"
+    return f"{n_obs} observations"
+
+
+def markdown(table, verdict, warn, notes, outcome, n_obs, files, *, k=None) -> str:
+    """`compare.md`: the CV kind, the table, the verdict, warnings, notes, the runs, the files."""
+    kind = table["cv"].iloc[0]
     header = [*_COLUMNS[:-1], f"Pareto k > {PARETO_K_THRESHOLD}"]
     lines = [
-        "# LOO comparison",
+        f"# Comparison by {cv_title(kind, k)}",
         "",
-        f"{len(table)} runs of `{outcome}` on the same {n_obs} observations, ranked by the "
-        "expected log pointwise predictive density estimated with PSIS-LOO (higher is better). "
-        "`elpd_diff` is each run's difference to the best and `dse` its standard error; "
-        "`weight` is the stacking weight.",
+        f"{len(table)} runs of `{outcome}` on the same {_units(table, n_obs)}, ranked by the "
+        "expected log predictive density (`elpd`, higher is better) estimated by "
+        f"**{cv_title(kind, k)}** (`cv` = `{kind}`): {cv_description(kind, k)}. "
+        "Every run is scored the same way. `elpd_diff` is each run's difference to the best and "
+        "`dse` its standard error; `p` is the effective number of parameters; `weight` is the "
+        "stacking weight.",
         "",
         "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" if h not in ("run", "pooling") else "---" for h in header) + "|",
+        "|" + "|".join("---" if h in ("run", "pooling", "cv") else "---:" for h in header) + "|",
     ]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(_cells(r)) + " |")
@@ -77,20 +93,27 @@ def render_comparison(console: Console, result: ComparisonResult) -> None:
     from rich import box
     from rich.table import Table
 
+    kind = result.table["cv"].iloc[0]
     table = Table(
-        title=f"PSIS-LOO comparison: '{result.outcome}', {result.n_obs} observations",
+        title=f"{cv_title(kind, result.k)} comparison: '{result.outcome}', "
+        f"{_units(result.table, result.n_obs)}",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=(0, 0),
         pad_edge=False,
     )
-    for column in _COLUMNS:
-        left = column in ("run", "pooling")
-        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+    # every row has the same kind, named in the title: the terminal table leaves its column out
+    shown = [i for i, column in enumerate(_COLUMNS) if column != "cv"]
+    for i in shown:
+        left = _COLUMNS[i] in ("run", "pooling")
+        table.add_column(_COLUMNS[i], justify="left" if left else "right", no_wrap=True)
     for _, r in result.table.iterrows():
-        *cells, k_high = _cells(r)
+        cells = _cells(r)
+        k_high = cells[-1]
+        cells = [cells[i] for i in shown[:-1]]
         table.add_row(*cells, f"[yellow]{k_high}" if r["pareto_k_high"] else k_high)
     console.print(table)
+    console.print(f"cv: {cv_description(kind, result.k)}", highlight=False)
     console.print(result.verdict, highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
