@@ -227,8 +227,10 @@ def constant_data(data: ModelData, config: Config):
     The design matrix with its coefficient names, which coefficients vary by group and, for
     grouped data, each row's group index, the rows per group (the group labels are its
     coordinate) and the group-level predictors; for an unpooled run with Normal priors on
-    its group coefficients, those priors (what integrated LOO integrates over); the family
-    as an attribute. Names: `hbreg.names`.
+    its group coefficients, those priors (what integrated LOO integrates over); as
+    attributes the family, whether the group effects are correlated and the number of
+    grouping factors (with several, the group fields describe the one with the most
+    levels). Names: `hbreg.names`.
     """
     import xarray as xr
 
@@ -255,7 +257,12 @@ def constant_data(data: ModelData, config: Config):
         for name, key in ((PRIOR_MEAN, "mu"), (PRIOR_SD, "sigma")):
             values = [float(by_coef[c][key]) if c in by_coef else np.nan for c in data.coef_names]
             variables[name] = ((COEF_DIM,), np.array(values))
-    return xr.Dataset(variables, coords=coords, attrs={"family": config.model.family})
+    attrs = {
+        "family": config.model.family,
+        "correlated": int(bool(data.correlated)),
+        "grouping_factors": len(data.factors) or int(data.group_idx is not None),
+    }
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def _small_int(values: np.ndarray, upper: int) -> np.ndarray:

@@ -38,6 +38,7 @@ class Rows:
 
     def __init__(self, tree, outcome: str):
         const = tree["constant_data"].to_dataset()
+        self.outcome = outcome
         self.y = np.asarray(tree["observed_data"][outcome].values, dtype=float).ravel()
         self.X = np.asarray(const[DESIGN].transpose("obs", COEF_DIM).values, dtype=float)
         self.coef_names = [str(c) for c in const[COEF_DIM].values]
@@ -62,6 +63,7 @@ class Rows:
         self.prior_mean = const[PRIOR_MEAN].values if PRIOR_MEAN in const.data_vars else None
         self.prior_sd = const[PRIOR_SD].values if PRIOR_SD in const.data_vars else None
         self.family = const.attrs.get("family")
+        self.correlated = bool(const.attrs.get("correlated", 0))
 
 
 def rows_of(tree, outcome: str) -> Rows:
@@ -77,6 +79,8 @@ def why_not_integrated(tree, pooling: str) -> str | None:
     family = const.attrs.get("family", "gaussian")
     if family != "gaussian":
         return f"its family is {family}; the group coefficients integrate out only for gaussian"
+    if int(const.attrs.get("grouping_factors", 1)) > 1:
+        return "it has several grouping factors; the closed form covers one"
     if pooling == "unpooled" and PRIOR_SD not in const.data_vars and bool(const[VARYING].any()):
         return "its group coefficients have non-Normal priors"
     return None

@@ -155,6 +155,7 @@ def _run(tasks, workers: int, on_fit):
 def refit_fold(task: dict) -> dict:
     """Fit one run without one fold and score the fold: runs in a worker process."""
     from hbreg.config import parse_config
+    from hbreg.data import with_formula_roles
     from hbreg.inference import sample
     from hbreg.models import build_model, complete_posterior
 
@@ -163,6 +164,7 @@ def refit_fold(task: dict) -> dict:
     config = parse_config(task["config"], source=task["config_path"])
     config.sampler.seed = task["seed"]
     full = _model_data(rows, task["pooling"], config)
+    config = with_formula_roles(config, full)
     train = dataclasses.replace(
         full,
         y=full.y[~held],
@@ -201,12 +203,13 @@ def _model_data(rows, pooling: str, config):
         X=rows.X,
         coef_names=rows.coef_names,
         varying=[rows.coef_names[i] for i in rows.varying],
-        outcome=config.data.outcome,
+        outcome=rows.outcome,
         group_idx=rows.group_idx if grouped else None,
         group_labels=rows.group_labels if grouped else [],
         group_dim=rows.group_dim if grouped else None,
         group_X=rows.group_X if grouped else None,
         group_predictor_names=rows.group_predictors if grouped else [],
+        correlated=rows.correlated,
     )
 
 
