@@ -282,6 +282,12 @@ def compare(
         int | None,
         typer.Option("--workers", min=1, help="K-fold refits at once (local process pool)."),
     ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where K-fold refits run: local or dask.")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Dask scheduler address, tcp://HOST:PORT.")
+    ] = None,
 ):
     """Rank runs by cross-validation (PSIS-LOO, LOGO or K-fold) and draw the shrinkage."""
     from hbreg.compare import ComparisonError, compare_runs, render_comparison, select_runs
@@ -307,6 +313,8 @@ def compare(
         by_group=by_group,
         seed=seed,
         workers=workers,
+        executor=executor,
+        scheduler=scheduler,
         on_refit=on_refit if kfold else None,
     )
     render_comparison(console, result)

@@ -163,6 +163,7 @@ def test_one_kind_of_cv_for_every_run(cli, fits, tmp_path):
     assert refused.exit_code == 2
     assert "radon_old" in refused.stderr and "--kfold 10 --by-group" in refused.stderr
     assert cli("compare", old, fits["radon_pooled"], "--by-group").exit_code == 2
+    assert cli("compare", old, fits["radon_pooled"], "--executor", "dask").exit_code == 2
     assert _compare_dirs(tmp_path) == before
 
 
@@ -187,6 +188,19 @@ def test_grouped_kfold_refits(cli, fits, tmp_path):
     assert (fits_csv.groupby("label")["n_held_out"].sum() == 919).all()
     assert "grouped 2-fold" in (out / "compare.md").read_text()
     assert "refit 4/4" in result.stdout
+    # the same refits on a Dask cluster give the same numbers: each refit carries its seed
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        args = ["--kfold", "2", "--by-group", "--seed", "3", "--executor", "dask"]
+        remote = cli("compare", *runs, *args, "--scheduler", cluster.scheduler_address)
+    assert remote.exit_code == 0, remote.output
+    dask_out = next(d for d in _compare_dirs(out_root) if d != out)
+    columns = ["run", "elpd", "se", "elpd_diff", "dse"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(dask_out / "compare.csv")[columns], table[columns], check_exact=True
+    )
 
 
 def test_compare_directory_contents(compared, fits):

@@ -11,8 +11,8 @@ paired. A refit reads the run's ``config.yaml`` (its priors and sampler settings
 from ``idata.nc`` (`constant_data`), never the data file. A held-out row is scored with the
 refitted draws of its group's coefficients; a held-out group (absent from the refit, so its
 coefficients come from the population) with its group marginal likelihood, the group
-coefficients integrated out exactly (Gaussian models). Refits run in-process, or on a local
-process pool (forkserver) when more than one worker is asked for.
+coefficients integrated out exactly (Gaussian models). Refits run where simulate's replicates
+run (`hbreg.executors`): in-process, on a local process pool, or on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from hbreg.compare.select import ComparisonError, LoadedRun
+from hbreg.executors import connect, dask_map, local_map
 
 __all__ = ["KFoldResult", "assign_folds", "kfold"]
 
@@ -59,12 +60,15 @@ def kfold(
     grouping: tuple[np.ndarray, list[str], str] | None,
     seed: int,
     workers: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
     on_fit=None,
 ) -> KFoldResult:
     """Refit every run K times and score the held-out rows (or groups).
 
     `grouping` is (group index per row, group labels, group dimension), shared by the runs;
-    needed with `by_group`.
+    needed with `by_group`. Refits run on `executor` (``local``: `workers` at once, in-process
+    when 1; ``dask``: the cluster at `scheduler`), see `hbreg.executors`.
     """
     from hbreg.compare.integrated import rows_of, why_not_integrated
     from hbreg.config import parse_config, read_yaml_mapping
@@ -116,40 +120,25 @@ def kfold(
             )
     chains = max(c for _, _, c in configs.values())
     workers = workers or max(1, (os.cpu_count() or 1) // chains)
-    outcomes = list(_run(tasks, workers, on_fit))
+    client = connect(executor, scheduler)
+    try:
+        outcomes = list(_run(tasks, workers=workers, client=client, on_fit=on_fit))
+    finally:
+        if client is not None:
+            client.close()
     return _assemble(loaded, outcomes, folds, by_group=by_group, grouping=grouping, k=k, n=n)
 
 
-def _run(tasks, workers: int, on_fit):
-    if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            outcome = refit_fold(task)
-            if on_fit:
-                on_fit(outcome)
-            yield outcome
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # numba/LLVM state and sampler threads do not survive fork: workers start from a clean
-    # server process (forkserver), else are spawned (as simulate's local executor does)
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
-    futures = [pool.submit(refit_fold, task) for task in tasks]
-    try:
-        for future in as_completed(futures):
-            outcome = future.result()
-            if on_fit:
-                on_fit(outcome)
-            yield outcome
-    except BaseException:  # a failed refit or an interrupt: stop the others
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        raise
-    pool.shutdown(wait=True)
+def _run(tasks, *, workers: int, client, on_fit):
+    if client is None:
+        results = local_map(refit_fold, tasks, workers=workers)
+    else:
+        keys = [f"hbreg-refit-{t['label']}-{t['fold']}-{t['seed']}-{os.getpid()}" for t in tasks]
+        results = dask_map(client, refit_fold, tasks, keys=keys)
+    for outcome in results:
+        if on_fit:
+            on_fit(outcome)
+        yield outcome
 
 
 def refit_fold(task: dict) -> dict:

@@ -69,6 +69,8 @@ def compare_runs(
     by_group: bool = False,
     seed: int | None = None,
     workers: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
     on_refit=None,
 ) -> ComparisonResult:
     """Rank `runs` by cross-validation and write the compare directory under `root`.
@@ -84,6 +86,8 @@ def compare_runs(
         Seed of the folds and of the refits (K-fold only; drawn and recorded when not given).
     workers : int, optional
         Refits run at once (K-fold only); default: cores // chains, in-process when 1.
+    executor, scheduler : str
+        Where the K-fold refits run: ``local`` or ``dask`` with the scheduler's address.
     on_refit : callable, optional
         Called with each finished refit's record (label, fold, seconds, ...), for progress.
 
@@ -97,6 +101,8 @@ def compare_runs(
         raise ComparisonError(f"need at least 2 runs to compare, got {len(runs)}")
     if by_group and kfold is None:
         raise ComparisonError("--by-group needs --kfold K (for PSIS over groups use --cv group)")
+    if (executor != "local" or scheduler) and kfold is None:
+        raise ComparisonError("--executor and --scheduler are only used with --kfold K")
     loaded = load_runs(runs)
     notes: list[str] = []
     kfold_result = None
@@ -114,6 +120,8 @@ def compare_runs(
             grouping=grouping(loaded) if by_group else None,
             seed=seed,
             workers=workers,
+            executor=executor,
+            scheduler=scheduler,
             on_fit=on_refit,
         )
         kind, elpds = ("kfold_group" if by_group else "kfold"), kfold_result.elpds

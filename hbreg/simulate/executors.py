@@ -20,15 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hbreg.errors import ConfigError, SamplingError
+from hbreg.errors import SamplingError
+from hbreg.executors import EXECUTORS, connect, dask_map, local_map, one_line
 from hbreg.runs import RunDirectory
 from hbreg.simulate.config import SimulationConfig, dump_simulation, fit_config
 from hbreg.simulate.generate import generate_data, replicate_seeds, stream_seeds
 from hbreg.simulate.recovery import SimulationResult, assemble_results, recover, truth_for
 
 __all__ = ["EXECUTORS", "ReplicateOutcome", "run_simulation"]
-
-EXECUTORS = ("local", "dask")
 
 
 @dataclass
@@ -60,7 +59,7 @@ def _run_replicate(task: dict, on_fit=None) -> ReplicateOutcome:
         sim.frame.to_parquet(buffer, index=False)
         outcome.data = buffer.getvalue()
     except Exception as exc:
-        outcome.errors.append({"experiment": None, "error": _one_line(exc)})
+        outcome.errors.append({"experiment": None, "error": one_line(exc)})
         outcome.seconds = time.perf_counter() - start
         return outcome
     _, fit_seeds = stream_seeds(task["seed"], len(spec.experiments))
@@ -75,7 +74,7 @@ def _run_replicate(task: dict, on_fit=None) -> ReplicateOutcome:
                 outcome.rows += rows
                 outcome.diagnostics[exp.name] = verdict
             except Exception as exc:
-                outcome.errors.append({"experiment": exp.name, "error": _one_line(exc)})
+                outcome.errors.append({"experiment": exp.name, "error": one_line(exc)})
                 run_path = next(Path(work, "fits").glob(f"*_{exp.name}*"), None)
             if run_path is not None:
                 outcome.fits[exp.name] = _archive(run_path)
@@ -158,84 +157,22 @@ def _archive(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().replace("\n", " ")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # ----------------------------------------------------------------------------- executors
 
 
 def _local_outcomes(tasks: list[dict], workers: int, on_fit):
-    """In-process when one worker is asked for, else a process pool (forkserver or spawn)."""
+    """In-process (with per-fit progress) when one worker is asked for, else a process pool."""
     if workers == 1 or len(tasks) == 1:
         for task in tasks:
             yield _run_replicate(task, on_fit=on_fit)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # numba/LLVM state and sampler threads do not survive fork: workers are forked from a
-    # clean server process (forkserver; measured a little faster than spawn), else spawned
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
-    futures = {pool.submit(_run_replicate, task): task for task in tasks}
-    try:
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as exc:  # a worker died (BrokenProcessPool, MemoryError, ...)
-                yield _lost(futures[future], exc)
-    except BaseException:  # interrupted: drop queued replicates, stop the running ones
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        raise
-    pool.shutdown(wait=True)
-
-
-def _connect_dask(scheduler: str | None):
-    try:
-        import distributed
-    except ImportError:
-        raise ConfigError(
-            "--executor dask needs dask[distributed], which is not installed; "
-            "run `pip install 'hbreg[dask]'`"
-        ) from None
-    if not scheduler:
-        raise ConfigError(
-            "--executor dask needs --scheduler tcp://HOST:PORT (the address of "
-            "a running Dask scheduler)"
-        )
-    try:
-        return distributed.Client(scheduler, timeout="10s", set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ConfigError(
-            f"--scheduler: cannot connect to Dask scheduler '{scheduler}': {_one_line(exc)}"
-        ) from None
+    yield from local_map(_run_replicate, tasks, workers=workers, on_lost=_lost)
 
 
 def _dask_outcomes(client, tasks: list[dict]):
-    import distributed
-
-    futures = client.map(
-        _run_replicate,
-        tasks,
-        pure=False,
-        key=[f"hbreg-replicate-{t['replicate']}-{t['seed']}-{os.getpid()}" for t in tasks],
-    )
-    by_key = {f.key: t for f, t in zip(futures, tasks, strict=True)}
+    keys = [f"hbreg-replicate-{t['replicate']}-{t['seed']}-{os.getpid()}" for t in tasks]
     try:
-        for future in distributed.as_completed(futures, loop=client.loop):
-            try:
-                yield future.result()
-            except Exception as exc:  # KilledWorker, hbreg missing on the workers, ...
-                yield _lost(by_key[future.key], exc)
-    except BaseException:
-        client.cancel(futures)
-        raise
+        yield from dask_map(client, _run_replicate, tasks, keys=keys, on_lost=_lost)
     finally:
         client.close()
 
@@ -244,7 +181,7 @@ def _lost(task: dict, exc: BaseException) -> ReplicateOutcome:
     return ReplicateOutcome(
         replicate=task["replicate"],
         seed=task["seed"],
-        errors=[{"experiment": None, "error": f"worker lost: {_one_line(exc)}"}],
+        errors=[{"experiment": None, "error": f"worker lost: {one_line(exc)}"}],
     )
 
 
@@ -268,13 +205,7 @@ def run_simulation(
     from rich.console import Console
 
     console = console or Console()
-    if executor not in EXECUTORS:
-        raise ConfigError(
-            f"--executor: '{executor}' is not an executor; choose one of {', '.join(EXECUTORS)}"
-        )
-    if scheduler and executor != "dask":
-        raise ConfigError("--scheduler is only used with --executor dask")
-    client = _connect_dask(scheduler) if executor == "dask" else None
+    client = connect(executor, scheduler)
     if spec.seed is None:
         spec = spec.model_copy(update={"seed": int(np.random.SeedSequence().entropy % 2**32)})
     command = command or shlex.join(["hbreg", *sys.argv[1:]])
