@@ -68,8 +68,9 @@ def local_map(
     In-process, in order, when one worker is asked for (or there is one task); else on a
     process pool whose workers start from a clean server process (forkserver; numba/LLVM
     state and sampler threads do not survive fork; measured a little faster than spawn), or
-    are spawned where forkserver is missing. A task whose worker died yields `on_lost(task, exc)`, or raises without it.
-    On an interrupt the queued tasks are dropped and the running workers stopped.
+    are spawned where forkserver is missing. A task whose worker died yields
+    `on_lost(task, exc)`, or raises without it. On an interrupt the queued tasks are
+    dropped and the running workers stopped.
     """
     if workers == 1 or len(tasks) == 1:
         for task in tasks:
