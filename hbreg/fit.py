@@ -250,7 +250,8 @@ def constant_data(data: ModelData, config: Config):
                 (dim, GROUP_PREDICTOR_DIM),
                 np.asarray(data.group_X, dtype=float),
             )
-    unpooled = config.model.pooling == "unpooled"
+    # standardized fits put their priors on the sampler's scale, not on this X's
+    unpooled = config.model.pooling == "unpooled" and not config.model.standardize
     priors = [prior_for(config, c) for c in data.varying] if unpooled else []
     if unpooled and all(p["dist"] == "Normal" for p in priors):
         by_coef = dict(zip(data.varying, priors, strict=True))
@@ -261,6 +262,7 @@ def constant_data(data: ModelData, config: Config):
         "family": config.model.family,
         "correlated": int(bool(data.correlated)),
         "grouping_factors": len(data.factors) or int(data.group_idx is not None),
+        "standardize": int(bool(config.model.standardize)),
     }
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 

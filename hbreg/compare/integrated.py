@@ -82,6 +82,8 @@ def why_not_integrated(tree, pooling: str) -> str | None:
     if int(const.attrs.get("grouping_factors", 1)) > 1:
         return "it has several grouping factors; the closed form covers one"
     if pooling == "unpooled" and PRIOR_SD not in const.data_vars and bool(const[VARYING].any()):
+        if const.attrs.get("standardize"):
+            return "its group priors are on the standardized scale (model.standardize)"
         return "its group coefficients have non-Normal priors"
     return None
 

@@ -147,6 +147,7 @@ def refit_fold(task: dict) -> dict:
     from hbreg.data import with_formula_roles
     from hbreg.inference import sample
     from hbreg.models import build_model, complete_posterior
+    from hbreg.models.standardize import standardize, to_user_scale
 
     start = time.perf_counter()
     rows, held = task["rows"], task["held_out"]
@@ -161,9 +162,15 @@ def refit_fold(task: dict) -> dict:
         group_idx=None if full.group_idx is None else full.group_idx[~held],
         notes=[],
     )
-    built = build_model(config, train)
+    # the steps of `hbreg fit` between data and posterior, standardization included
+    sampled_data, scaling = standardize(config, train)
+    built = build_model(config, sampled_data)
     sampled = sample(built.model, config.sampler, seed=task["seed"])
-    posterior = complete_posterior(built, config, train, sampled.posterior, seed=task["seed"] + 1)
+    posterior = complete_posterior(
+        built, config, sampled_data, sampled.posterior, seed=task["seed"] + 1
+    )
+    if scaling is not None:
+        posterior = to_user_scale(posterior, scaling, train)
     divergences = int(np.asarray(sampled.sample_stats.get("diverging", 0)).sum())
     if task["grouping"] is None:
         elpd = _held_out_rows(posterior, full, held)
