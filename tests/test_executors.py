@@ -12,14 +12,17 @@ def _square(x: int) -> int:
     return x * x
 
 
+@pytest.mark.unit
 def test_in_process_keeps_order():
     assert list(local_map(_square, [3, 1, 2], workers=1)) == [9, 1, 4]
 
 
+@pytest.mark.process
 def test_process_pool_runs_every_task():
     assert sorted(local_map(_square, list(range(5)), workers=2)) == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("executor", "scheduler", "message"),
     [
@@ -33,10 +36,12 @@ def test_bad_executor_choices(executor, scheduler, message):
         connect(executor, scheduler)
 
 
+@pytest.mark.unit
 def test_local_needs_no_client():
     assert connect("local", None) is None
 
 
+@pytest.mark.unit
 def test_one_line():
     assert one_line(ValueError("a\nb")) == "ValueError: a b"
     assert one_line(KeyError()) == "KeyError"

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("compare", "simulate", "predict"),  # commands that read run directories
     ("fit",),  # the fit pipeline: config -> data -> model -> draws -> run directory
     ("report", "plots", "resources"),  # what a person sees (tables, figures), what a run costs
-    ("models", "inference", "stats", "runs"),  # build, sample, summarize, store
+    ("models", "inference", "stats", "runs", "executors"),  # build, sample, summarize, store
     ("data",),  # files and built-in datasets -> ModelData
     ("config",),  # YAML, --set, schema, priors
     # the foundation: imports nothing of ours
