@@ -21,8 +21,8 @@ install: $(BIN)/hbreg ## Create .venv with hbreg, its dependencies and the test 
 test: install ## Run the whole test suite, every tier (unit, sampling, process)
 	$(BIN)/python -m pytest
 
-test-fast: install ## Run the unit tier only: no sampler, no subprocess (well under a minute)
-	$(BIN)/python -m pytest -m unit
+test-fast: install ## Run the unit tier (no sampler, no subprocess) without its slow compiles
+	$(BIN)/python -m pytest -m "unit and not slow"
 
 fit: install ## Fit the radon hierarchical example
 	$(HBREG) fit configs/radon_hier.yaml

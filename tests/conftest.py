@@ -4,7 +4,7 @@ Every test carries exactly one tier marker, saying what it costs (README, "Tests
 `unit` (no sampler, no subprocess), `sampling` (a sampler in this process) or `process`
 (subprocesses or process pools). Collection fails for a test with none or two, and a `unit`
 test that starts a sampler, a Python/hbreg subprocess or a multiprocessing worker fails, so
-`make test-fast` (`-m unit`) stays fast as tests are added.
+`make test-fast` (`-m "unit and not slow"`) stays fast as tests are added.
 """
 
 from __future__ import annotations
