@@ -130,6 +130,7 @@ def _with_design_checks(config: Config, data: ModelData) -> ModelData:
 
 def _fit_into(run, config, data, timings, progress) -> FitResult:
     from hbreg.models import build_model, complete_posterior
+    from hbreg.models.build import parameterization_note
     from hbreg.models.pointwise import pointwise_groups
     from hbreg.models.standardize import standardize, to_user_scale
     from hbreg.plots.fit import save_plots
@@ -149,9 +150,15 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
     if scaling is not None:
         posterior = to_user_scale(posterior, scaling, data)
     loglik, ppc, note = pointwise_groups(
-        posterior, data, limit=config.output.pointwise_limit, seed=seed + 2
+        posterior,
+        data,
+        limit=config.output.pointwise_limit,
+        seed=seed + 2,
+        family=config.model.family,
+        link=config.model.link,
     )
-    notes = list(data.notes) + ([note] if note else [])
+    chosen = parameterization_note(config, built.parameterization)
+    notes = [*([chosen] if chosen else []), *data.notes, *([note] if note else [])]
     summary = summarize(posterior)
     diag = diagnose(posterior, sampled.sample_stats, summary, config.diagnostics)
     run.write_text("summary.csv", summary.to_csv(float_format="%.17g"))
@@ -313,6 +320,8 @@ def _manifest_base(config: Config, data: ModelData, command: str) -> dict:
         "seed": config.sampler.seed,
         "config_hash": _config_hash(config),
         "pooling": config.model.pooling,
+        "family": config.model.family,
+        "link": config.model.link,
         "data": {
             "source": source,
             "outside_working_tree": outside,

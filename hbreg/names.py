@@ -217,6 +217,7 @@ def clashes(
     hierarchical: list[str],
     group_predictors: Mapping[str, list[str]],
     correlated: bool = False,
+    family_parameters: Iterable[str] = (RESIDUAL_SD,),
 ) -> list[str]:
     """Names that two things of the model would share, each with what to do.
 
@@ -226,7 +227,8 @@ def clashes(
     the residual sd, internal variables, the outcome and the group dimension. A name
     listed twice is a clash that would otherwise surface as a KeyError mid-fit or as a
     coefficient silently duplicated. With `correlated`, the correlations of the
-    `hierarchical` coefficients are named too.
+    `hierarchical` coefficients are named too. `family_parameters` are the outcome
+    family's own (the residual sd `sigma`, Student-t `nu`, negative-binomial `alpha`).
     """
     entries: list[tuple[str, str]] = []
     if intercept:
@@ -248,7 +250,9 @@ def clashes(
         for _, _, name in correlation_pairs(hierarchical):
             entries.append((name, "a correlation of the varying coefficients"))
         entries.append((CORRELATION_CHOLESKY, "an internal variable of the model"))
-    entries.append((RESIDUAL_SD, "the residual sd"))
+    for name in family_parameters:
+        what = "the residual sd" if name == RESIDUAL_SD else "a parameter of the outcome family"
+        entries.append((name, what))
     coefficients = ([INTERCEPT] if intercept else []) + list(predictors)
     entries += [
         (n, "an internal variable of the model") for n in internal_names(coefficients, scales)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hbreg.config.formula import FormulaError, parse_formula
 from hbreg.config.priors import PriorProblem, check_correlation_prior, check_prior
+from hbreg.families import FAMILIES, LINKS
 from hbreg.names import (
     RESIDUAL_SD,
     clashes,
@@ -74,6 +75,9 @@ class DataConfig(_Section):
     predictors: list[str] = []
     group: str | None = None
     group_predictors: list[str] = []
+    trials: str | None = None  # binomial: the column with each row's number of trials
+    offset: str | None = None  # a column added to the linear predictor (e.g. log exposure)
+    weights: str | None = None  # likelihood weights: each row's log density times its weight
     missing: Literal["error", "drop"] = "error"
     reference_levels: dict[str, str | int | float | bool] = {}
 
@@ -82,8 +86,7 @@ class DataConfig(_Section):
         if (self.dataset is None) == (self.path is None):
             raise ValueError("give exactly one of data.dataset (a built-in name) or data.path")
         used = [self.outcome, *self.predictors, *self.group_predictors]
-        if self.group is not None:
-            used.append(self.group)
+        used += [c for c in (self.group, self.trials, self.offset, self.weights) if c is not None]
         repeated = sorted({c for c in used if used.count(c) > 1})
         if repeated:
             raise ValueError(f"column(s) {repeated} used in more than one role")
@@ -98,10 +101,23 @@ class ModelConfig(_Section):
     varying: list[str] | None = None
     group_predictors_for: list[str] = ["intercept"]
     parameterization: Literal["auto", "marginal", "centered", "noncentered"] = "auto"
-    family: Literal["gaussian"] = "gaussian"
+    family: Literal[tuple(FAMILIES)] = "gaussian"
+    link: Literal[LINKS] | None = None  # None: the family's usual link, filled in on load
     correlated: bool = False
     standardize: bool = False  # sample on centred, scaled columns (hbreg.models.standardize)
     formula: str | None = None
+
+    @model_validator(mode="after")
+    def _link_of_the_family(self):
+        links = FAMILIES[self.family].links
+        if self.link is None:
+            self.link = links[0]
+        elif self.link not in links:
+            raise ValueError(
+                f"model.link '{self.link}' does not go with family '{self.family}'; "
+                f"it takes {', '.join(links)}"
+            )
+        return self
 
     @field_validator("formula")
     @classmethod
@@ -294,6 +310,9 @@ class Config(_Section):
     def _consistent(self):
         if self.model.formula is None and self.data.reference_levels:
             raise ValueError("data.reference_levels applies to model.formula configs")
+        problems = _family_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.model.formula is None:
             problems = role_problems(self)
             if problems:
@@ -347,7 +366,7 @@ def role_problems(config: Config) -> list[str]:
             )
             continue
         try:
-            check_prior(spec, positive=names[pname] == "scale")
+            check_prior(spec, positive=names[pname] in ("scale", "family"))
         except PriorProblem as exc:
             problems.append(f"priors.overrides -> {pname}: {exc}")
     return problems
@@ -368,7 +387,7 @@ def varying_names(config: Config) -> list[str]:
 
 
 def parameter_names(config: Config) -> dict[str, str]:
-    """Sampled parameter names -> role ('coefficient' or 'scale'), as named in the posterior."""
+    """Sampled parameter names -> role ('coefficient', 'scale' or 'family'), as in the posterior."""
     varying = varying_names(config)
     names: dict[str, str] = {}
     for coef in coefficient_names(config):
@@ -379,7 +398,11 @@ def parameter_names(config: Config) -> dict[str, str]:
                 names[group_predictor_effect(coef, gp)] = "coefficient"
         else:
             names[coef] = "coefficient"
-    names[RESIDUAL_SD] = "scale"
+    family = FAMILIES[config.model.family]
+    if family.has_sigma:
+        names[RESIDUAL_SD] = "scale"
+    for name in family.parameters:
+        names[name] = "family"  # positive, with the family's default prior
     return names
 
 
@@ -387,6 +410,30 @@ def _group_predictors_of(config: Config, coef: str) -> list[str]:
     if coef in config.model.group_predictors_for:
         return list(config.data.group_predictors)
     return []
+
+
+def _family_problems(config: Config) -> list[str]:
+    """Columns a family needs or cannot use, and parameterizations it cannot have."""
+    family, data, model = config.model.family, config.data, config.model
+    problems = []
+    if family == "binomial" and data.trials is None:
+        problems.append("model.family 'binomial' needs data.trials: the column of trials per row")
+    if family != "binomial" and data.trials is not None:
+        problems.append(f"data.trials is for model.family 'binomial', not '{family}'")
+    if model.parameterization == "marginal" and (family != "gaussian" or data.weights):
+        why = f"family '{family}'" if family != "gaussian" else "likelihood weights"
+        problems.append(
+            f"model.parameterization 'marginal' integrates the group coefficients out in closed "
+            f"form, which only a Gaussian likelihood without weights allows (here: {why}); use "
+            "'auto', 'noncentered' or 'centered'"
+        )
+    return problems
+
+
+def family_parameters(config: Config) -> list[str]:
+    """The outcome family's own parameters: `sigma` (gaussian, student_t), `nu`, `alpha`."""
+    family = FAMILIES[config.model.family]
+    return ([RESIDUAL_SD] if family.has_sigma else []) + list(family.parameters)
 
 
 def name_clashes(config: Config) -> list[str]:
@@ -400,6 +447,7 @@ def name_clashes(config: Config) -> list[str]:
         hierarchical=hierarchical,
         group_predictors={c: _group_predictors_of(config, c) for c in hierarchical},
         correlated=config.model.correlated,
+        family_parameters=family_parameters(config),
     )
 
 
@@ -415,4 +463,6 @@ def prior_for(config: Config, name: str) -> dict:
     role = parameter_names(config)[name]
     if name == RESIDUAL_SD:
         return config.priors.sigma
+    if role == "family":
+        return dict(FAMILIES[config.model.family].parameters[name])
     return config.priors.group_sd if role == "scale" else config.priors.coefficient

