@@ -32,6 +32,7 @@ from hbreg.names import (
     GROUP_SIZE,
     PRIOR_MEAN,
     PRIOR_SD,
+    ROW_COLUMNS,
     VARYING,
 )
 from hbreg.runs import RunDirectory, elapsed
@@ -186,6 +187,7 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
         pair_vars=built.pair_vars,
         outcome=data.outcome,
         correlation_vars=built.correlation_vars,
+        family=config.model.family,
     )
     timings["report"] = elapsed(step)
     return FitResult(
@@ -231,11 +233,12 @@ def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
 def constant_data(data: ModelData, config: Config):
     """What readers of the run need about its rows, so they never reload the data file.
 
-    The design matrix with its coefficient names, which coefficients vary by group and, for
-    grouped data, each row's group index, the rows per group (the group labels are its
-    coordinate) and the group-level predictors; for an unpooled run with Normal priors on
-    its group coefficients, those priors (what integrated LOO integrates over); as
-    attributes the family, whether the group effects are correlated and the number of
+    The design matrix with its coefficient names, which coefficients vary by group, the
+    binomial trials, offset and likelihood weights of each row where the model has them,
+    and, for grouped data, each row's group index, the rows per group (the group labels
+    are its coordinate) and the group-level predictors; for an unpooled run with Normal
+    priors on its group coefficients, those priors (what integrated LOO integrates over);
+    as attributes the family, whether the group effects are correlated and the number of
     grouping factors (with several, the group fields describe the one with the most
     levels). Names: `hbreg.names`.
     """
@@ -246,6 +249,9 @@ def constant_data(data: ModelData, config: Config):
         DESIGN: (("obs", COEF_DIM), np.asarray(data.X, dtype=float)),
         VARYING: ((COEF_DIM,), np.array([c in data.varying for c in data.coef_names])),
     }
+    for name in ROW_COLUMNS:
+        if getattr(data, name) is not None:
+            variables[name] = (("obs",), np.asarray(getattr(data, name), dtype=float))
     if data.group_idx is not None:
         dim = data.group_dim
         coords[dim] = list(data.group_labels)

@@ -71,6 +71,7 @@ GROUP_PREDICTORS = "group_X"
 GROUP_PREDICTOR_DIM = "group_predictor"
 PRIOR_MEAN = "prior_mean"  # fixed Normal prior of unpooled varying coefficients (by coef)
 PRIOR_SD = "prior_sd"
+ROW_COLUMNS = ("trials", "offset", "weights")  # binomial trials, offset, likelihood weights
 _RESERVED_DIMS = (*SAMPLE_DIMS, "obs", COEF_DIM, GROUP_PREDICTOR_DIM)
 
 

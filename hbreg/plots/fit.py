@@ -26,6 +26,7 @@ import numpy as np
 from hbreg._gc import gc_paused
 from hbreg.config.schema import PLOT_KINDS
 from hbreg.plots.common import figure, group, kde, rank_histogram, save, suptitle
+from hbreg.plots.proportions import plot_ppc_proportions
 from hbreg.stats.diagnostics import bfmi
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def save_plots(
     pair_vars: list[str],
     outcome: str,
     correlation_vars: Sequence[str] = (),
+    family: str = "gaussian",
 ) -> list[Path]:
     """Write ``<out_dir>/<kind>.png`` for each requested kind and return the paths written.
 
@@ -119,7 +121,11 @@ def save_plots(
         "forest": lambda: plot_forest(
             idata, var_names=group_vars, group_dim=group_dim, correlations=correlation_vars
         ),
-        "ppc": lambda: plot_ppc(idata, outcome=outcome),
+        "ppc": lambda: (
+            plot_ppc_proportions(idata, outcome=outcome)
+            if family in ("bernoulli", "binomial")
+            else plot_ppc(idata, outcome=outcome)
+        ),
         "energy": lambda: plot_energy(idata),
         "pair": lambda: plot_pair(idata, var_names=pair_vars, group_dim=group_dim),
     }
