@@ -54,7 +54,7 @@ EXPECTED = {
     "wrong_target_accept.yaml": "sampler -> target_accept: Input should be less than 1 (got 95)",
     "wrong_predictors_string.yaml": "data -> predictors: Input should be a valid list (got",
     "wrong_pooling_value.yaml": "model -> pooling: Input should be 'pooled', 'unpooled' or",
-    "wrong_family.yaml": "model -> family: Input should be 'gaussian' (got 'poisson')",
+    "wrong_family.yaml": "'poisson' or 'negative_binomial' (got 'gamma')",
     "wrong_backend.yaml": "sampler -> backend: Input should be 'auto'",
     "wrong_plot_kind.yaml": "output -> plots -> 1: Input should be 'posterior'",
     "wrong_hier_no_group.yaml": "model.pooling 'hierarchical' needs data.group",

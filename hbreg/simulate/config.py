@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from hbreg.config import (
     PLOT_KINDS,
@@ -31,6 +31,7 @@ from hbreg.config import (
 )
 from hbreg.config.schema import _Section
 from hbreg.errors import ConfigError
+from hbreg.families import FAMILIES, LINKS
 from hbreg.names import INTERCEPT, RESIDUAL_SD
 
 __all__ = [
@@ -46,6 +47,9 @@ __all__ = [
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+TRIALS_COLUMN = "trials"  # the binomial trials column of simulated data
 
 
 class NormalPredictor(_Section):
@@ -128,19 +132,25 @@ Rows = Annotated[
 ]
 
 
-class HierarchicalTruth(_Section):
-    """Group coefficients ~ Normal(mu[coef], group_sd[coef]); residual sd `sigma`."""
+class _FamilyTruth(_Section):
+    """The outcome family's own parameters, as the family needs them (`hbreg.families`)."""
+
+    sigma: float | None = Field(None, gt=0)  # gaussian, student_t: residual sd
+    nu: float | None = Field(None, gt=0)  # student_t: degrees of freedom
+    alpha: float | None = Field(None, gt=0)  # negative_binomial: overdispersion
+
+
+class HierarchicalTruth(_FamilyTruth):
+    """Group coefficients ~ Normal(mu[coef], group_sd[coef]), plus the family's parameters."""
 
     mu: dict[str, float]
     group_sd: dict[str, Annotated[float, Field(ge=0)]] = {}
-    sigma: float = Field(gt=0)
 
 
-class CoefficientTruth(_Section):
+class CoefficientTruth(_FamilyTruth):
     """Explicit coefficient vectors per group (intercept first when there is one)."""
 
     coefficients: dict[str, list[float]]
-    sigma: float = Field(gt=0)
 
 
 def _truth_kind(value: Any) -> str | None:
@@ -175,8 +185,23 @@ class GenerateConfig(_Section):
     rows: Rows = 100
     intercept: bool = True
     predictors: list[Predictor] = []
+    family: Literal[tuple(FAMILIES)] = "gaussian"  # the outcome's distribution
+    link: Literal[LINKS] | None = None  # None: the family's usual link
+    trials: int = Field(10, ge=1)  # binomial: trials per row, in the column `trials`
     truth: Truth
     prior_from: str | None = None
+
+    @model_validator(mode="after")
+    def _link_of_the_family(self):
+        links = FAMILIES[self.family].links
+        if self.link is None:
+            self.link = links[0]
+        elif self.link not in links:
+            raise ValueError(
+                f"link '{self.link}' does not go with family '{self.family}'; "
+                f"it takes {', '.join(links)}"
+            )
+        return self
 
 
 class ExperimentConfig(_Section):
@@ -262,8 +287,9 @@ def parse_simulation(raw: dict, *, source: str = "simulation config") -> Simulat
 def _resolved(spec: SimulationConfig) -> SimulationConfig:
     """Fill each experiment's model section from the generator, so the dump says it all.
 
-    `model.intercept` follows `generate.intercept` unless the experiment sets it, and
-    `model.pooling` is the experiment's `pooling`.
+    `model.intercept` follows `generate.intercept` and `model.family` (with its link)
+    `generate.family` unless the experiment sets them; `model.pooling` is the experiment's
+    `pooling`.
     """
     experiments = []
     for exp in spec.experiments:
@@ -271,6 +297,8 @@ def _resolved(spec: SimulationConfig) -> SimulationConfig:
         model["pooling"] = exp.pooling
         if "intercept" not in exp.model.model_fields_set:
             model["intercept"] = spec.generate.intercept
+        if "family" not in exp.model.model_fields_set:  # fit the family the data come from
+            model.update(family=spec.generate.family, link=spec.generate.link)
         experiments.append(exp.model_copy(update={"model": ModelConfig.model_validate(model)}))
     return spec.model_copy(update={"experiments": experiments})
 
@@ -332,8 +360,26 @@ def _consistency_problems(spec: SimulationConfig) -> list[str]:
     return problems
 
 
+def _family_truth_problems(gen) -> list[str]:
+    """The truth gives exactly the family's own parameters."""
+    if not isinstance(gen.truth, _FamilyTruth):
+        return []
+    family = FAMILIES[gen.family]
+    needed = ([RESIDUAL_SD] if family.has_sigma else []) + list(family.parameters)
+    given = [k for k in ("sigma", "nu", "alpha") if getattr(gen.truth, k) is not None]
+    problems = []
+    missing = [k for k in needed if k not in given]
+    if missing:
+        problems.append(f"generate -> truth: family '{gen.family}' needs {missing}")
+    extra = [k for k in given if k not in needed]
+    if extra:
+        problems.append(f"generate -> truth: family '{gen.family}' has no parameter {extra}")
+    return problems
+
+
 def _truth_problems(spec: SimulationConfig, coefs: list[str]) -> list[str]:
-    gen, truth, problems = spec.generate, spec.generate.truth, []
+    gen, truth = spec.generate, spec.generate.truth
+    problems = _family_truth_problems(gen)
     if isinstance(truth, HierarchicalTruth):
         missing = [c for c in coefs if c not in truth.mu]
         if missing:
@@ -421,6 +467,7 @@ def fit_config(
             "outcome": gen.outcome,
             "predictors": [p.name for p in gen.predictors],
             "group": None if exp.pooling == "pooled" else gen.group_column,
+            "trials": TRIALS_COLUMN if model["family"] == "binomial" else None,
         },
         "model": model,
         "priors": exp.priors.model_dump(),

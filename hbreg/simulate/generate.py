@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from hbreg.config import parameter_names, prior_for, varying_names
+from hbreg.families import family_of, inverse_link
 from hbreg.names import RESIDUAL_SD, group_sd, population_mean
 from hbreg.simulate.config import (
+    TRIALS_COLUMN,
     BernoulliPredictor,
     CoefficientTruth,
     HierarchicalTruth,
@@ -92,8 +94,13 @@ def generate_data(spec: SimulationConfig, *, seed: int) -> SimulatedData:
         columns[p.name] = x
         design.append(x)
     X = np.column_stack(design)
-    sigma = hyper[RESIDUAL_SD]
-    y = np.einsum("np,np->n", X, values[group]) + rng.normal(0.0, sigma, n)
+    eta = np.einsum("np,np->n", X, values[group])
+    family = family_of(gen.family)
+    own = {name: hyper[name] for name in (RESIDUAL_SD, *family.parameters) if name in hyper}
+    trials = np.full(n, float(gen.trials))
+    y = family.draw(inverse_link(gen.link, eta), own, trials, rng)
+    if family.name == "binomial":
+        columns[TRIALS_COLUMN] = trials
     frame = pd.DataFrame(
         {gen.group_column: np.asarray(labels, dtype=object)[group], **columns, gen.outcome: y}
     )
@@ -127,7 +134,7 @@ def _draw_truth(spec: SimulationConfig, labels, coefs, rng) -> tuple[np.ndarray,
     G = len(labels)
     if isinstance(truth, CoefficientTruth):
         values = np.array([truth.coefficients[g] for g in labels], dtype=float)
-        return values.reshape(G, len(coefs)), {RESIDUAL_SD: truth.sigma}
+        return values.reshape(G, len(coefs)), _family_truth(truth)
     if isinstance(truth, HierarchicalTruth):
         mu = np.array([truth.mu[c] for c in coefs])
         sd = np.array([truth.group_sd.get(c, 0.0) for c in coefs])
@@ -135,9 +142,14 @@ def _draw_truth(spec: SimulationConfig, labels, coefs, rng) -> tuple[np.ndarray,
         for c, m, s in zip(coefs, mu, sd, strict=True):
             hyper[population_mean(c)] = float(m)
             hyper[group_sd(c)] = float(s)
-        hyper[RESIDUAL_SD] = truth.sigma
+        hyper.update(_family_truth(truth))
         return mu + sd * rng.standard_normal((G, len(coefs))), hyper
     return _draw_from_prior(spec, labels, coefs, rng)
+
+
+def _family_truth(truth) -> dict[str, float]:
+    """The family's own parameters the truth gives (sigma, nu, alpha), named as posterior."""
+    return {k: float(getattr(truth, k)) for k in ("sigma", "nu", "alpha") if getattr(truth, k)}
 
 
 def _draw_from_prior(spec: SimulationConfig, labels, coefs, rng) -> tuple[np.ndarray, dict]:

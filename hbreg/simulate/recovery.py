@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from hbreg.config import coefficient_names, parameter_names, varying_names
-from hbreg.names import RESIDUAL_SD, parse
+from hbreg.names import parse
 from hbreg.plots.common import save
 from hbreg.simulate.plots import plot_ranks, plot_recovery
 from hbreg.simulate.render import recovery_markdown
@@ -95,8 +95,9 @@ def truth_for(sim, config) -> dict[str, float]:
     truth: dict[str, float] = {}
     for name in parameter_names(config):
         parsed = parse(name, coefficient_names(config))
-        if parsed.kind == "residual_sd":
-            truth[name] = float(sim.parameters[RESIDUAL_SD])
+        if parsed is None or parsed.kind == "residual_sd":  # the family's own parameters
+            if name in sim.parameters:
+                truth[name] = float(sim.parameters[name])
         elif parsed.kind in ("population_mean", "group_sd") and hierarchical:
             if name in sim.parameters:
                 truth[name] = float(sim.parameters[name])
