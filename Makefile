@@ -47,6 +47,7 @@ bench: install ## Whole processes against a plain PyMC script first, then in-pro
 	$(BIN)/python bench/bench_scaling.py
 	$(BIN)/python bench/bench_correlated.py
 	$(BIN)/python bench/bench_crossed.py
+	$(BIN)/python bench/bench_cbpp.py
 
 lint: install ## Lint and check formatting with ruff
 	$(BIN)/ruff check hbreg tests bench
