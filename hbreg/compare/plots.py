@@ -99,6 +99,12 @@ def plot_shrinkage(shrinkage: Shrinkage) -> Figure:
     size_ax = axes[0]
     size_ax.bar(x, table["size"].to_numpy(), color="0.6", width=0.8)
     size_ax.set_yscale("log")
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    size_ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    size_ax.yaxis.set_major_formatter(ScalarFormatter())
+    size_ax.yaxis.set_minor_formatter(ScalarFormatter(useOffset=False))
+    size_ax.tick_params(axis="y", which="minor", labelleft=False)
     size_ax.set_ylabel(f"rows per\n{shrinkage.group_dim} (log)", fontsize=9)
     size_ax.grid(axis="y", color="0.9", lw=0.6)
     size_ax.set_axisbelow(True)
@@ -143,7 +149,9 @@ def plot_shrinkage(shrinkage: Shrinkage) -> Figure:
                         color=color,
                         ls="--",
                         lw=1.1,
-                        label=f"{label}: population mean {population_mean(coef)} = {mu:.2f}",
+                        label=f"{label}: population mean {population_mean(coef)} = {mu:.2f}"
+                        if coef not in shrinkage.scales
+                        else f"{label}: population mean, as a {shrinkage.scales[coef]}: {mu:.2f}",
                     )
                 )
         for label, means in shrinkage.pooled.items():
@@ -154,7 +162,8 @@ def plot_shrinkage(shrinkage: Shrinkage) -> Figure:
                         [], [], color="0.15", lw=1.2, label=f"{label} (pooled) = {means[coef]:.2f}"
                     )
                 )
-        ax.set_ylabel(coef, fontsize=10)
+        scale = shrinkage.scales.get(coef)
+        ax.set_ylabel(f"{coef}\n({scale})" if scale else coef, fontsize=10)
         ax.grid(axis="y", color="0.9", lw=0.6)
         ax.set_axisbelow(True)
         ax.legend(
@@ -162,7 +171,7 @@ def plot_shrinkage(shrinkage: Shrinkage) -> Figure:
             fontsize=8,
             loc="lower left",
             bbox_to_anchor=(0, 1.0),
-            ncol=min(len(handles), 3),
+            ncol=min(len(handles), 3 if width >= 14 else 2),  # never wider than the figure
             frameon=False,
             borderaxespad=0.2,
         )
@@ -194,7 +203,7 @@ def plot_shrinkage(shrinkage: Shrinkage) -> Figure:
     fig.suptitle(
         f"Shrinkage: each {shrinkage.group_dim}'s estimate under "
         + " and ".join(sorted({p for _, p in shrinkage.series}))
-        + " pooling; small groups (left) are pulled toward the population mean",
+        + " pooling;\nsmall groups (left) are pulled toward the population mean",
         fontsize=11,
     )
     return fig

@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 
 from hbreg.compare.select import ComparisonError, run_labels
+from hbreg.families import inverse_link
 from hbreg.names import (
     COEF_DIM,
     GROUP_PREDICTOR_DIM,
     GROUP_PREDICTORS,
     GROUP_SIZE,
+    INTERCEPT,
     SAMPLE_DIMS,
     VARYING,
     group_predictor_effect,
@@ -49,6 +51,7 @@ class Shrinkage:
     population: dict[str, dict[str, float]]  # run label -> coef -> posterior mean of mu_<coef>
     prob: float = SHRINKAGE_PROB
     notes: list[str] = field(default_factory=list)
+    scales: dict[str, str] = field(default_factory=dict)  # coef -> scale of its axis, if not link
 
 
 def shrinkage_table(
@@ -102,6 +105,7 @@ def shrinkage_table(
                 f"{labels[grouped[0].path]} and {labels[run.path]} group the rows differently"
             )
     order = sorted(sizes.index, key=lambda g: (sizes[g], str(g)))
+    link, scale = _response_link(runs)
     table = pd.DataFrame({"size": sizes.loc[order].astype(int)})
     table.index.name = group_dim
     coefs: list[str] = []
@@ -122,6 +126,7 @@ def shrinkage_table(
                     f"{label}: '{coef}' has dims {da.dims}, expected (chain, draw, {group_dim})"
                 )
             values = da.transpose(*SAMPLE_DIMS, group_dim).values.reshape(-1, da.sizes[group_dim])
+            values = _on_scale(values, coef, link)
             est = pd.DataFrame(
                 {
                     "mean": values.mean(axis=0),
@@ -141,7 +146,8 @@ def shrinkage_table(
                         "predictors, so no single population line is drawn for it"
                     )
                 else:
-                    population.setdefault(label, {})[coef] = float(post[mu].mean())
+                    mean = _on_scale(post[mu].values, coef, link).mean()
+                    population.setdefault(label, {})[coef] = float(mean)
     if not coefs:
         raise ComparisonError(f"no coefficient varies by {group_dim} in the grouped runs")
     pooled = {}
@@ -150,7 +156,7 @@ def shrinkage_table(
             continue
         post = _group(run, trees, "posterior", labels[run.path])
         means = {
-            c: float(post[c].mean())
+            c: float(_on_scale(post[c].values, c, link).mean())
             for c in coefs
             if c in post.data_vars and set(post[c].dims) <= set(SAMPLE_DIMS)
         }
@@ -165,7 +171,28 @@ def shrinkage_table(
         population=population,
         prob=prob,
         notes=notes,
+        scales={INTERCEPT: scale} if scale and INTERCEPT in coefs else {},
     )
+
+
+_SCALES = {"logit": "probability", "probit": "probability", "log": "rate"}
+
+
+def _response_link(runs: Sequence[RunInfo]) -> tuple[str, str | None]:
+    """The link shared by the runs and the scale its inverse reads on (None: identity).
+
+    The intercept of a logit or log model is shown as the probability or rate of a row
+    with every predictor at 0, which is what a reader compares across groups; slopes stay
+    on the link scale (log-odds, log-rate differences). Runs with different links are
+    all shown on the link scale.
+    """
+    links = {r.manifest.get("link", "identity") for r in runs}
+    link = links.pop() if len(links) == 1 else "identity"
+    return link, _SCALES.get(link)
+
+
+def _on_scale(values: np.ndarray, coef: str, link: str) -> np.ndarray:
+    return inverse_link(link, values) if coef == INTERCEPT and link in _SCALES else values
 
 
 def _group(run: RunInfo, trees: dict[Path, Any], name: str, label: str):
