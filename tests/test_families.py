@@ -196,7 +196,7 @@ def cbpp_run(tmp_path_factory):
 def test_cbpp_agrees_with_lme4(cbpp_run):
     run, output = cbpp_run
     summary = pd.read_csv(run / "summary.csv", index_col=0)
-    lme4 = {"mu_intercept": -1.398, "period2": -0.992, "period3": -1.128, "period4": -1.580}
+    lme4 = {"mu_intercept": -1.398, "period_2": -0.992, "period_3": -1.128, "period_4": -1.580}
     for name, value in lme4.items():
         assert abs(summary.loc[name, "mean"] - value) < summary.loc[name, "sd"], name
     diagnostics = json.loads((run / "diagnostics.json").read_text())
@@ -221,3 +221,68 @@ def test_cbpp_herd_sd_within_30_percent_of_lme4(cbpp_run):
     assert loglik.shape[-1] == 56 and np.isfinite(loglik.values).all()
     assert (predictive == np.round(predictive)).all() and (predictive >= 0).all()
     assert trials is not None
+
+
+@pytest.mark.parametrize(
+    ("lhs", "expected"),
+    [
+        ("incidence | trials(size)", ("incidence", "size")),
+        ("`new cases` | trials(`herd size`)", ("new cases", "herd size")),
+        ("log_radon", ("log_radon", None)),
+    ],
+)
+def test_formula_outcome_with_trials(lhs, expected):
+    from hbreg.config.formula import outcome_of
+
+    assert outcome_of(lhs) == expected
+
+
+def test_cbind_is_refused_with_the_spelling_that_works():
+    from hbreg.config.formula import FormulaError, outcome_of
+
+    with pytest.raises(FormulaError, match=r"successes \| trials\(n\)"):
+        outcome_of("cbind(incidence, size - incidence)")
+
+
+def test_formula_fills_the_trials_column():
+    config = parse_config(
+        {
+            "name": "x",
+            "data": {"dataset": "cbpp"},
+            "model": {
+                "formula": "incidence | trials(size) ~ period + (1 | herd)",
+                "family": "binomial",
+            },
+        }
+    )
+    assert config.data.outcome == "incidence" and config.data.trials == "size"
+
+
+@pytest.mark.parametrize("family", ["poisson", "negative_binomial", "bernoulli"])
+def test_several_factors_take_the_family_likelihood(family):
+    from hbreg.data import load_model_data
+    from hbreg.models import build_model
+
+    outcome = "TICKS" if family != "bernoulli" else "any_ticks"
+    config = parse_config(
+        {
+            "name": "x",
+            "data": {"dataset": "grouseticks"},
+            "model": {
+                "formula": f"{outcome} ~ cHEIGHT + (1 | BROOD) + (1 | LOCATION)",
+                "family": family,
+            },
+        }
+    )
+    if family == "bernoulli":
+        import hbreg.data.datasets as datasets
+
+        frame = datasets.BUILTIN_DATASETS["grouseticks"].load()
+        assert set(frame["any_ticks"]) == {0.0, 1.0}
+    data = load_model_data(config)
+    built = build_model(config, data)
+    assert built.parameterization == "noncentered"
+    [observed] = built.model.observed_RVs
+    assert observed.owner.op.name == family
+    assert ("alpha" in built.model.named_vars) == (family == "negative_binomial")
+    assert "sigma" not in built.model.named_vars

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["ALLOWED_CALLS", "Formula", "FormulaError", "GroupBlock", "parse_formula"]
+__all__ = ["outcome_of", "ALLOWED_CALLS", "Formula", "FormulaError", "GroupBlock", "parse_formula"]
 
 # Functions a formula may call: categorical coding, arithmetic in I(), common transforms.
 ALLOWED_CALLS = ("C", "T", "I", "log", "exp", "sqrt", "center", "scale", "standardize")
@@ -48,12 +48,13 @@ class Formula:
     population_terms: tuple[str, ...]  # the population terms as written, for messages
     blocks: tuple[GroupBlock, ...]
     variables: tuple[str, ...]  # every column the formula reads, the outcome first
+    trials: str | None = None  # `successes | trials(n) ~ ...`: the binomial trials column
 
     def term_using(self, variable: str) -> str:
         """The first term as written that reads `variable` (for error messages)."""
         import formulae
 
-        if variable == self.outcome:
+        if variable in (self.outcome, self.trials):
             return self.text.split("~")[0].strip()
         for block in self.blocks:
             if variable in block.variables:
@@ -100,12 +101,7 @@ def parse_formula(text: str) -> Formula:
     sides, _ = _split_top(text, ("~",))
     if len(sides) != 2:
         raise FormulaError(f"'{text}' needs exactly one '~' (outcome ~ terms)")
-    lhs = sides[0].strip()
-    if not re.fullmatch(_NAME, lhs):
-        raise FormulaError(
-            f"unsupported outcome '{lhs}': hbreg fits a Gaussian outcome named by one column"
-        )
-    outcome = lhs.strip("`")
+    outcome, trials = outcome_of(sides[0])
     pieces, ops = _split_top(sides[1], ("+", "-"))
     population, blocks = [], []
     for op, piece in zip(["+", *ops], pieces, strict=True):
@@ -133,10 +129,32 @@ def parse_formula(text: str) -> Formula:
     terms = tuple(p.removeprefix("+ ").removeprefix("- ") for p in population)
     for term in terms:
         _check_calls(term, formulae.model_description(term).common_terms)
-    variables = [outcome] + sorted(description.var_names - {""})
+    variables = [outcome, *([trials] if trials else [])] + sorted(description.var_names - {""})
     for block in blocks:
         variables += [v for v in block.variables if v not in variables]
-    return Formula(text, outcome, rhs, terms, tuple(blocks), tuple(dict.fromkeys(variables)))
+    variables = tuple(dict.fromkeys(variables))
+    return Formula(text, outcome, rhs, terms, tuple(blocks), variables, trials)
+
+
+def outcome_of(lhs: str) -> tuple[str, str | None]:
+    """The outcome column of a left-hand side, and the trials column of `s | trials(n)`.
+
+    brms's `successes | trials(n)` is the binomial outcome; lme4's `cbind(s, n - s)` needs
+    arithmetic on columns and is refused with the spelling that works.
+    """
+    lhs = lhs.strip()
+    binomial = re.fullmatch(rf"({_NAME})\s*\|\s*trials\(\s*({_NAME})\s*\)", lhs)
+    if binomial:
+        return binomial.group(1).strip("`"), binomial.group(2).strip("`")
+    if re.fullmatch(_NAME, lhs):
+        return lhs.strip("`"), None
+    hint = ""
+    if lhs.startswith("cbind("):
+        hint = "; for a binomial outcome write `successes | trials(n) ~ ...` (brms's form)"
+    raise FormulaError(
+        f"unsupported outcome '{lhs}': hbreg reads one outcome column, or "
+        f"`successes | trials(n)`{hint}"
+    )
 
 
 def _block(term: str) -> GroupBlock | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hbreg.config.formula import FormulaError, parse_formula
+from hbreg.config.formula import FormulaError, outcome_of, parse_formula
 from hbreg.config.priors import PriorProblem, check_correlation_prior, check_prior
 from hbreg.families import FAMILIES, LINKS
 from hbreg.names import (
@@ -303,8 +303,17 @@ class Config(_Section):
                 "or the roles (data.outcome, data.predictors, data.group, model.varying, ...); "
                 "remove one"
             )
-        lhs = model["formula"].partition("~")[0].strip().strip("`")
-        return {**raw, "data": {**data, "outcome": lhs or "?"}}
+        try:
+            outcome, trials = outcome_of(model["formula"].partition("~")[0])
+        except FormulaError:
+            outcome, trials = "?", None  # the formula's own check says what is wrong
+        if trials is not None and data.get("trials") not in (None, trials):
+            raise ValueError(
+                f"model.formula reads the trials from '{trials}' but data.trials is "
+                f"'{data['trials']}'; give them once, in the formula"
+            )
+        filled = {"outcome": outcome or "?", **({"trials": trials} if trials else {})}
+        return {**raw, "data": {**data, **filled}}
 
     @model_validator(mode="after")
     def _consistent(self):

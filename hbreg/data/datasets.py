@@ -81,6 +81,7 @@ def _grouseticks() -> pd.DataFrame:
     frame = raw.assign(**{c: raw[c].astype(str) for c in ("INDEX", "BROOD", "LOCATION", "YEAR")})
     for year in ("96", "97"):  # treatment coding, 1995 the reference
         frame[f"YEAR{year}"] = (raw["YEAR"].astype(str) == year).astype(float)
+    frame["any_ticks"] = (raw["TICKS"] > 0).astype(float)  # a binary outcome of the same data
     return frame
 
 
@@ -137,7 +138,7 @@ BUILTIN_DATASETS: dict[str, _Builtin] = {
     "grouseticks": _Builtin(
         _grouseticks,
         "Ticks on red grouse chicks (lme4 grouseticks): 403 chicks (INDEX) in 118 "
-        "BROODs at 63 LOCATIONs; TICKS counts, HEIGHT (cHEIGHT centred), YEAR 95-97 with "
-        "0/1 columns YEAR96, YEAR97",
+        "BROODs at 63 LOCATIONs; TICKS counts (any_ticks: 1 if any), HEIGHT (cHEIGHT "
+        "centred), YEAR 95-97 (0/1 columns YEAR96, YEAR97 for role configs)",
     ),
 }

@@ -19,6 +19,7 @@ from hbreg.config.formula import Formula
 from hbreg.config.priors import PriorProblem, check_prior
 from hbreg.config.schema import role_problems
 from hbreg.errors import ConfigError, DataError
+from hbreg.families import family_of
 from hbreg.names import (
     INTERCEPT,
     RESIDUAL_SD,
@@ -224,25 +225,27 @@ def population_names(data) -> dict[str, str]:
     return {c: population_mean(c) if c in varying else c for c in data.coef_names}
 
 
-def parameter_roles(data) -> dict[str, str]:
-    """Several factors: every sampled scalar parameter -> 'coefficient' or 'scale'."""
+def parameter_roles(data, family: str = "gaussian") -> dict[str, str]:
+    """Several factors: every sampled scalar parameter -> 'coefficient', 'scale' or 'family'."""
     roles = {name: "coefficient" for name in population_names(data).values()}
     for factor in data.factors:
         roles.update({factor_sd(c, factor.name): "scale" for c in factor.varying})
-    roles[RESIDUAL_SD] = "scale"
+    if family_of(family).has_sigma:
+        roles[RESIDUAL_SD] = "scale"
+    roles.update({name: "family" for name in family_of(family).parameters})
     return roles
 
 
 def several_factor_problems(config: Config, data) -> list[str]:
     """Prior overrides and correlation priors that name nothing in a several-factor model."""
-    roles = parameter_roles(data)
+    roles = parameter_roles(data, config.model.family)
     problems = []
     for name, spec in config.priors.overrides.items():
         if name not in roles:
             problems.append(f"priors.overrides: no parameter '{name}'; parameters: {list(roles)}")
             continue
         try:
-            check_prior(spec, positive=roles[name] == "scale")
+            check_prior(spec, positive=roles[name] in ("scale", "family"))
         except PriorProblem as exc:
             problems.append(f"priors.overrides -> {name}: {exc}")
     factors = [f.name for f in data.factors]

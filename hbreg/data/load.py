@@ -110,7 +110,7 @@ def _formula(config: Config) -> Formula | None:
 def _used_columns(config: Config) -> list[str]:
     formula = _formula(config)
     if formula is not None:
-        return list(formula.variables) + _row_columns(config)
+        return list(dict.fromkeys([*formula.variables, *_row_columns(config)]))
     spec = config.data
     cols = [spec.outcome, *spec.predictors, *spec.group_predictors, *_row_columns(config)]
     return cols + ([spec.group] if spec.group else [])

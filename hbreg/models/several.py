@@ -35,6 +35,7 @@ from hbreg.config.priors import to_pymc
 from hbreg.data import ModelData
 from hbreg.data.formula import parameter_roles, population_names, several_factor_problems
 from hbreg.errors import ConfigError
+from hbreg.families import family_of, pymc_likelihood
 from hbreg.models.built import BuiltModel
 from hbreg.models.marginal import SufficientStats, draw_group_coefficients, marginal_loglik
 from hbreg.models.marginal import sufficient_stats as _sufficient_stats
@@ -60,15 +61,18 @@ class SeveralFactors:
 
 
 def _priors(config: Config, data: ModelData) -> dict[str, dict]:
-    roles = parameter_roles(data)
+    roles = parameter_roles(data, config.model.family)
     problems = several_factor_problems(config, data)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     default = {"coefficient": config.priors.coefficient, "scale": config.priors.group_sd}
+    own = family_of(config.model.family).parameters
     priors = {
-        name: config.priors.overrides.get(name, default[role]) for name, role in roles.items()
+        name: config.priors.overrides.get(name, own[name] if role == "family" else default[role])
+        for name, role in roles.items()
     }
-    priors[RESIDUAL_SD] = config.priors.overrides.get(RESIDUAL_SD, config.priors.sigma)
+    if RESIDUAL_SD in roles:
+        priors[RESIDUAL_SD] = config.priors.overrides.get(RESIDUAL_SD, config.priors.sigma)
     return priors
 
 
@@ -90,7 +94,11 @@ def build_several(config: Config, data: ModelData, parameterization: str):
     correlations = []
     with pm.Model(coords=coords) as model:
         beta = {c: to_pymc(name, priors[name]) for c, name in pop_names.items()}
-        sigma = to_pymc(RESIDUAL_SD, priors[RESIDUAL_SD])
+        roles = parameter_roles(data, config.model.family)
+        own = {n: to_pymc(n, priors[n]) for n, role in roles.items() if role == "family"}
+        if RESIDUAL_SD in roles:
+            own[RESIDUAL_SD] = to_pymc(RESIDUAL_SD, priors[RESIDUAL_SD])
+        y = data.y if data.offset is None else data.y - data.offset
         sds, chols = {}, {}
         for f in data.factors:
             sds[f.name] = [
@@ -125,11 +133,20 @@ def build_several(config: Config, data: ModelData, parameterization: str):
                 shift = shift + effect[f.idx] * data.X[:, data.coef_names.index(c)]
         if integrated is None:
             mu = sum(beta[c] * data.X[:, j] for j, c in enumerate(data.coef_names)) + shift
-            pm.Normal(data.outcome, mu=mu, sigma=sigma, observed=data.y)
+            pymc_likelihood(
+                config.model.family,
+                config.model.link,
+                mu if data.offset is None else mu + data.offset,
+                own,
+                name=data.outcome,
+                observed=data.y,
+                trials=data.trials,
+                weights=data.weights,
+            )
         else:
             main = _factor(data, integrated)
-            stats = _sufficient_stats(data.X, data.y, main.idx, len(main.labels))
-            const = _shifted_stats(stats, data, main, shift, pt)
+            stats = _sufficient_stats(data.X, y, main.idx, len(main.labels))
+            const = _shifted_stats(stats, data, y, main, shift, pt)
             varying = [data.coef_names.index(c) for c in main.varying]
             pm.Potential(
                 "marginal_loglik",
@@ -137,7 +154,7 @@ def build_several(config: Config, data: ModelData, parameterization: str):
                     const,
                     [beta[c] for c in data.coef_names],
                     sds[main.name],
-                    sigma,
+                    own[RESIDUAL_SD],
                     varying,
                     pt,
                     corr_chol=chols[main.name],
@@ -152,7 +169,7 @@ def build_several(config: Config, data: ModelData, parameterization: str):
         block_coefs=[],
         population_vars=scalars,
         group_vars=group_vars,
-        pair_vars=[n for n in scalars if n != RESIDUAL_SD][:4] + [RESIDUAL_SD],
+        pair_vars=[n for n in scalars if n not in own][:4] + list(own)[:1],
         stats=stats,
         sampled_vars=list(priors),
         internal_vars=[v.name for v in model.free_RVs if v.name not in priors],
@@ -166,8 +183,8 @@ def _factor(data: ModelData, name: str):
     return next(f for f in data.factors if f.name == name)
 
 
-def _shifted_stats(stats: SufficientStats, data: ModelData, main, shift, pt) -> SufficientStats:
-    """Sufficient statistics of y - shift as tensors (W'W and n unchanged)."""
+def _shifted_stats(stats: SufficientStats, data: ModelData, y, main, shift, pt) -> SufficientStats:
+    """Sufficient statistics of y - shift as tensors (W'W and n unchanged); y has no offset."""
     n, wtw = pt.as_tensor(stats.n), pt.as_tensor(stats.wtw)
     if isinstance(shift, int):
         return SufficientStats(n, wtw, pt.as_tensor(stats.wty), pt.as_tensor(stats.yty))
@@ -179,7 +196,7 @@ def _shifted_stats(stats: SufficientStats, data: ModelData, main, shift, pt) -> 
     wty = pt.stack(
         [stats.wty[:, a] - per_group(data.X[:, a] * shift) for a in range(data.X.shape[1])], axis=1
     )
-    yty = stats.yty - 2 * per_group(data.y * shift) + per_group(shift * shift)
+    yty = stats.yty - 2 * per_group(y * shift) + per_group(shift * shift)
     return SufficientStats(n, wtw, wty, yty)
 
 
