@@ -351,3 +351,40 @@ def simulate(
     render_recovery(console, result)
     if strict and (result.diagnostic_failures or result.failures):
         raise typer.Exit(4)
+
+
+@app.command()
+@_user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A complete fit run directory.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="New rows: .csv, .tsv or .parquet with the predictors.")
+    ],
+    new_groups: Annotated[
+        str,
+        typer.Option(
+            "--new-groups",
+            help="Groups the fit never saw: 'sample' draws them from the population, "
+            "'error' refuses them.",
+        ),
+    ] = "sample",
+    population: Annotated[
+        bool, typer.Option("--population", help="Ignore the groups; use the population means.")
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the draws (default: the fit's seed).")
+    ] = None,
+    x: Annotated[
+        str | None, typer.Option("--x", help="Draw the predictions against this column.")
+    ] = None,
+):
+    """Predict new rows from a fit; write a predictions directory under the run."""
+    from hbreg.predict import predict as run_predict
+    from hbreg.predict.render import print_predictions
+    from hbreg.signals import handle_sigterm
+
+    handle_sigterm()
+    result = run_predict(
+        run_dir, data, new_groups=new_groups, population=population, seed=seed, x=x
+    )
+    print_predictions(console, result)

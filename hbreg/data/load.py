@@ -29,6 +29,7 @@ __all__ = [
     "ModelData",
     "load_frame",
     "load_model_data",
+    "read_table",
     "to_model_data",
 ]
 
@@ -150,14 +151,25 @@ def _require_columns(present, needed: list[str], where: str, formula=None) -> No
         )
 
 
-def _read_file(path: Path, columns: list[str], formula=None) -> pd.DataFrame:
+def read_table(path: Path, *, key: str) -> pd.DataFrame:
+    """Every column of a .csv, .tsv or .parquet file, with the checks a config's file gets.
+
+    `key` names where the path came from in messages (`--data` for predictions).
+    """
+    return _read_file(Path(path), None, key=key)
+
+
+def _read_file(
+    path: Path, columns: list[str] | None, formula=None, *, key: str = "data.path"
+) -> pd.DataFrame:
+    """Read `columns` (None: all) of a data file; every problem is a DataError naming it."""
     if path.is_dir():
-        raise DataError(f"data.path: '{path}' is a directory; give a .csv, .tsv or .parquet file")
+        raise DataError(f"{key}: '{path}' is a directory; give a .csv, .tsv or .parquet file")
     if not path.is_file():
         relative = (
             "" if path.is_absolute() else f" (relative to the current directory '{Path.cwd()}')"
         )
-        raise DataError(f"data.path: file '{path}' does not exist{relative}")
+        raise DataError(f"{key}: file '{path}' does not exist{relative}")
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"data file '{path}' is empty")
@@ -210,6 +222,7 @@ def _read_csv(path: Path, columns: list[str], formula=None, *, sep: str) -> pd.D
     except csv.Error as exc:
         raise DataError(f"data file '{path}' has an unreadable header row: {exc}") from None
     header = [h.strip() for h in header]
+    columns = header if columns is None else columns
     if not any(header):
         raise DataError(f"data file '{path}' has no header row (the first line is empty)")
     duplicated = sorted({h for h in header if header.count(h) > 1})
@@ -270,6 +283,7 @@ def _read_parquet(path: Path, columns: list[str], formula=None) -> pd.DataFrame:
     duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if duplicated:
         raise DataError(f"data file '{path}' has duplicated column name(s) {duplicated}")
+    columns = list(schema.names) if columns is None else columns
     _require_columns(schema.names, columns, f"data file '{path}'", formula)
     if metadata.num_rows > MAX_ROWS:
         raise _too_many_rows(path, metadata.num_rows, streaming=False)

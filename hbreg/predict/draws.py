@@ -1,0 +1,209 @@
+"""Predictive draws for new rows from a fit's posterior, in bounded chunks of rows.
+
+For every posterior draw s, a row's coefficients are its group's own draws (known
+groups), fresh draws from that draw's population distribution (groups the fit never
+saw: N(mu_s + gamma_s . u, sigma_s^2) per varying coefficient, one draw per new group
+shared by all of its rows), or the population means (`population` rows). The linear
+predictor is the expected value of a Gaussian outcome; the predictive adds N(0, sigma_s^2).
+
+Memory: the work arrays are (draws x rows-in-chunk), about `chunk_values` numbers, so
+100k rows from 4,000 draws never hold the 400M-value matrix; only per-row quantiles and
+an evenly thinned subset of draws (at most `keep_values` numbers) are kept. Rows that
+share a design share a predictive distribution, so the draws are made once per design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hbreg.config import Config, varying_names
+from hbreg.names import RESIDUAL_SD, group_predictor_effect, group_sd, population_mean
+from hbreg.predict.design import NewRows
+
+__all__ = ["PredictiveDraws", "QUANTILES", "predictive_draws"]
+
+QUANTILES = (0.05, 0.5, 0.95)
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+@dataclass
+class PredictiveDraws:
+    """Per-row summaries of the expected value and of the predictive, plus thinned draws."""
+
+    expected: dict[str, np.ndarray]  # "mean", "q5", "q50", "q95": (n,)
+    predicted: dict[str, np.ndarray]
+    kept_draws: np.ndarray  # flat posterior draw indices kept in `expected_draws`
+    expected_draws: np.ndarray | None  # (len(kept_draws), n) float32, or None when too many
+    predicted_draws: np.ndarray | None
+    log_density: np.ndarray | None  # (n,) log predictive density of the observed outcome
+
+
+def predictive_draws(
+    posterior,
+    rows: NewRows,
+    config: Config,
+    *,
+    seed: int,
+    chunk_values: int = 4_000_000,
+    keep_values: int = 10_000_000,
+) -> PredictiveDraws:
+    """Expected values and predictive draws for `rows` from a completed posterior (Dataset).
+
+    Rows with the same design (same group, predictors and group-level predictors) have the
+    same predictive distribution, so its draws and quantiles are computed once per
+    distinct row; 100k rows of radon are 170 distinct rows. Only the log density of an
+    observed outcome and the stored draws are per row.
+    """
+    rng = np.random.default_rng(seed)
+    flat = {name: _flat(posterior[name]) for name in posterior.data_vars}
+    sigma = flat[RESIDUAL_SD]
+    n_samples, n_rows = sigma.shape[0], rows.X.shape[0]
+    coefs = _coefficients(flat, rows, config, rng)
+    _, first, inverse = np.unique(_design_key(rows), axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()  # first: one representative row per distinct design
+    summaries = {key: np.empty((4, len(first))) for key in ("expected", "predicted")}
+    kept = _kept_draws(n_samples, n_rows, keep_values // 2)
+    stored = {key: np.empty((len(kept), n_rows), np.float32) for key in ("expected", "predicted")}
+    log_density = np.empty(n_rows) if rows.y is not None else None
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
+    step = max(1, chunk_values // n_samples)
+    for start in range(0, len(first), step):
+        stop = min(start + step, len(first))
+        mu = _linear_predictor(coefs, rows, first[start:stop], n_samples).T  # (designs, S)
+        y_rep = mu + sigma * rng.standard_normal(mu.shape)
+        for key, values in (("expected", mu), ("predicted", y_rep)):
+            summaries[key][:, start:stop] = _mean_and_quantiles(values)
+        members = order[bounds[start] : bounds[stop]]
+        for sub in range(0, len(members), step):
+            these = members[sub : sub + step]
+            local = inverse[these] - start
+            if len(kept):
+                stored["expected"][:, these] = mu[local][:, kept].T
+                noise = rng.standard_normal((len(these), len(kept)))
+                stored["predicted"][:, these] = (mu[local][:, kept] + sigma[kept] * noise).T
+            if log_density is not None:
+                log_density[these] = _log_density(rows.y[these], mu[local], sigma)
+    names = ("mean", "q5", "q50", "q95")
+    return PredictiveDraws(
+        expected=dict(zip(names, summaries["expected"][:, inverse], strict=True)),
+        predicted=dict(zip(names, summaries["predicted"][:, inverse], strict=True)),
+        kept_draws=kept,
+        expected_draws=stored["expected"] if len(kept) else None,
+        predicted_draws=stored["predicted"] if len(kept) else None,
+        log_density=log_density,
+    )
+
+
+def _design_key(rows: NewRows) -> np.ndarray:
+    """(n, ...) everything that decides a row's predictive distribution."""
+    parts = [rows.X]
+    if rows.group_idx is not None:
+        parts.append(rows.group_idx[:, None].astype(float))
+    if rows.row_group_X is not None:
+        parts.append(rows.row_group_X)
+    return np.column_stack(parts)
+
+
+def _mean_and_quantiles(values: np.ndarray) -> np.ndarray:
+    """(4, rows): mean and the `QUANTILES` along the last axis, linear interpolation.
+
+    One `np.partition` at the order statistics needed, about 2.5x faster than
+    `np.quantile` for 4,000 draws per row.
+    """
+    n = values.shape[-1]
+    positions = np.asarray(QUANTILES) * (n - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    part = np.partition(values, np.unique(np.concatenate([low, high])), axis=-1)
+    weight = positions - low
+    quantiles = part[:, low] * (1 - weight) + part[:, high] * weight
+    return np.vstack([values.mean(axis=-1), quantiles.T])
+
+
+def _log_density(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Log mean over draws of N(y | mu_s, sigma_s), per row; mu is (rows, S)."""
+    z = (y[:, None] - mu) / sigma
+    log_pdf = -0.5 * z**2 - np.log(sigma) - _HALF_LOG_2PI
+    top = log_pdf.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(log_pdf - top).mean(axis=1))
+
+
+def _flat(var) -> np.ndarray:
+    """(chain, draw, ...) -> (chain * draw, ...), as float64."""
+    values = np.asarray(var.values, dtype=float)
+    return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+
+
+def _kept_draws(n_samples: int, n_rows: int, keep_values: int) -> np.ndarray:
+    """Evenly spaced flat draw indices, as many as fit in `keep_values` numbers."""
+    count = min(n_samples, keep_values // max(1, n_rows))
+    if count <= 0:
+        return np.arange(0)
+    return np.unique(np.linspace(0, n_samples - 1, count).round().astype(np.int64))
+
+
+def _coefficients(flat, rows: NewRows, config: Config, rng) -> list:
+    """One entry per design column, by how its draws reach a row.
+
+    ("fixed", (S,)) for a coefficient that does not vary; ("group", (S, known + new
+    groups)) for a varying one; ("population", mean (S,), gammas (S, q) or None) for
+    population rows.
+    """
+    varying = set(varying_names(config))
+    gps = list(config.data.group_predictors)
+    result = []
+    for coef in rows.coef_names:
+        if coef not in varying:
+            result.append(("fixed", flat[coef]))
+            continue
+        gammas = _gammas(flat, coef, config, gps)
+        if rows.group_idx is None:  # population rows of a hierarchical model
+            result.append(("population", flat[population_mean(coef)], gammas))
+            continue
+        known = flat[coef]
+        if not rows.new_labels:
+            result.append(("group", known))
+            continue
+        mean = flat[population_mean(coef)][:, None]
+        if gammas is not None:
+            mean = mean + gammas @ rows.new_group_X.T
+        sd = flat[group_sd(coef)][:, None]
+        fresh = mean + sd * rng.standard_normal((known.shape[0], len(rows.new_labels)))
+        result.append(("group", np.concatenate([known, fresh], axis=1)))
+    return result
+
+
+def _gammas(flat, coef: str, config: Config, gps: list[str]) -> np.ndarray | None:
+    """(S, q) effects of the group-level predictors on `coef`'s population mean, if any."""
+    if config.model.pooling != "hierarchical" or coef not in config.model.group_predictors_for:
+        return None
+    if not gps:
+        return None
+    return np.column_stack([flat[group_predictor_effect(coef, gp)] for gp in gps])
+
+
+def _linear_predictor(coefs, rows: NewRows, which: np.ndarray, n_samples: int) -> np.ndarray:
+    """(S, len(which)): the sum over design columns of coefficient draws times values."""
+    X = rows.X[which]
+    mu = np.zeros((n_samples, X.shape[0]))
+    columns = None
+    if rows.group_idx is not None:
+        idx = rows.group_idx[which]
+        n_known = next((c[1].shape[1] for c in coefs if c[0] == "group"), 0)
+        n_known -= len(rows.new_labels)
+        columns = np.where(idx >= 0, idx, n_known + (-1 - idx))
+    for j, (kind, values, *rest) in enumerate(coefs):
+        if kind == "fixed":
+            mu += values[:, None] * X[:, j]
+        elif kind == "group":
+            mu += values[:, columns] * X[:, j]
+        else:
+            mean = np.broadcast_to(values[:, None], mu.shape)
+            gammas = rest[0]
+            if gammas is not None:
+                mean = mean + gammas @ rows.row_group_X[which].T
+            mu += mean * X[:, j]
+    return mu
