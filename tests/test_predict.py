@@ -226,3 +226,15 @@ def test_new_rows_encoding_per_pooling(pooling):
     assert rows.new_labels == ["Z"] and rows.n_new_rows == 2
     with pytest.raises(DataError, match="'Z' not in the fit"):
         encode(new_groups="error")
+
+
+def test_blank_outcomes_are_predicted_and_left_out_of_the_fit_to_the_outcome(held_out):
+    rows = pd.DataFrame(
+        {"county": ["AITKIN", "AITKIN"], "floor": [0.0, 1.0], "log_radon": [0.8, None]}
+    )
+    table, out, output = _predict(held_out, rows, name="blank")
+    assert np.isfinite(table["log_density"][0]) and np.isnan(table["log_density"][1])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["observed_rows"] == 1
+    assert manifest["log_predictive_density"] == pytest.approx(table["log_density"][0])
+    assert "1 row with log_radon" in " ".join(output.split())

@@ -34,7 +34,7 @@ class NewRows:
     group_idx: np.ndarray | None
     new_labels: list[str]
     new_group_X: np.ndarray | None  # (len(new_labels), q) group-level predictors of new groups
-    y: np.ndarray | None  # the outcome, when the file has it
+    y: np.ndarray | None  # the outcome when the file has the column (NaN where blank)
     row_group_X: np.ndarray | None = None  # (n, q): group-level predictors per row, population
 
     @property
@@ -81,7 +81,7 @@ def new_rows(
     X = np.column_stack(columns)
     y = None
     if spec.outcome in frame.columns:
-        y = _numeric(frame[spec.outcome], spec.outcome, source)
+        y = _numeric(frame[spec.outcome], spec.outcome, source, blank_ok=True)
     if not grouped:
         row_group_X = None
         if population and config.model.pooling == "hierarchical" and spec.group_predictors:
@@ -149,9 +149,11 @@ def _new_group_predictors(frame, config: Config, labels, unseen, source) -> np.n
     return values
 
 
-def _numeric(column: pd.Series, name: str, source: str) -> np.ndarray:
+def _numeric(column: pd.Series, name: str, source: str, *, blank_ok: bool = False) -> np.ndarray:
     converted = pd.to_numeric(column, errors="coerce")
     bad = converted.isna() | ~np.isfinite(converted.to_numpy(dtype=float, na_value=np.nan))
+    if blank_ok:
+        bad &= column.notna()
     if bad.any():
         value = column[bad].iloc[0]
         raise DataError(

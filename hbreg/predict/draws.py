@@ -37,7 +37,7 @@ class PredictiveDraws:
     kept_draws: np.ndarray  # flat posterior draw indices kept in `expected_draws`
     expected_draws: np.ndarray | None  # (len(kept_draws), n) float32, or None when too many
     predicted_draws: np.ndarray | None
-    log_density: np.ndarray | None  # (n,) log predictive density of the observed outcome
+    log_density: np.ndarray | None  # (n,) log predictive density of the outcome (NaN: blank)
 
 
 def predictive_draws(

@@ -25,10 +25,11 @@ def print_predictions(console: Console, result: PredictionResult) -> None:
         )
     else:
         console.print("every row is in a group the fit saw")
-    if result.log_density is not None:
+    if result.observed_rows:
         console.print(
-            f"observed {escape(result.outcome)}: log predictive density {result.log_density:.2f} "
-            f"({result.log_density / result.rows:.3f} per row); "
+            f"{_count(result.observed_rows, 'row')} with {escape(result.outcome)}: log "
+            f"predictive density {result.log_density:.2f} "
+            f"({result.log_density / result.observed_rows:.3f} per row); "
             f"{100 * result.coverage:.1f}% inside their 90% predictive interval",
             highlight=False,
         )

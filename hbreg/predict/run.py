@@ -40,8 +40,9 @@ class PredictionResult:
     new_group_rows: int
     new_groups: list[str]
     population: bool
-    log_density: float | None  # summed over the rows, when the outcome is given
-    coverage: float | None  # share of outcomes inside their 90% predictive interval
+    log_density: float | None  # summed over the rows whose outcome is given
+    observed_rows: int  # rows whose outcome is given
+    coverage: float | None  # share of those outcomes inside their 90% predictive interval
     outcome: str
     seconds: float
 
@@ -93,7 +94,8 @@ def predict(
         new_group_rows=rows.n_new_rows,
         new_groups=list(rows.new_labels),
         population=population or rows.group_idx is None,
-        log_density=None if draws.log_density is None else float(draws.log_density.sum()),
+        log_density=None if rows.y is None else float(np.nansum(draws.log_density)),
+        observed_rows=0 if rows.y is None else int(np.isfinite(rows.y).sum()),
         coverage=_coverage(rows, draws),
         outcome=config.data.outcome,
         seconds=0.0,
@@ -116,6 +118,7 @@ def predict(
             new_group_rows=result.new_group_rows,
             new_groups=result.new_groups,
             log_predictive_density=result.log_density,
+            observed_rows=result.observed_rows,
             coverage_90=result.coverage,
             seconds=result.seconds,
         )
@@ -163,10 +166,15 @@ def _table(frame: pd.DataFrame, rows: NewRows, draws: PredictiveDraws, config) -
 
 
 def _coverage(rows: NewRows, draws: PredictiveDraws) -> float | None:
-    if rows.y is None:
+    observed = np.isfinite(rows.y) if rows.y is not None else None
+    if observed is None or not observed.any():
         return None
-    inside = (rows.y >= draws.predicted["q5"]) & (rows.y <= draws.predicted["q95"])
-    return float(inside.mean())
+    y, low, high = (
+        rows.y[observed],
+        draws.predicted["q5"][observed],
+        draws.predicted["q95"][observed],
+    )
+    return float(((y >= low) & (y <= high)).mean())
 
 
 def _netcdf(draws: PredictiveDraws, rows: NewRows, config) -> bytes:
