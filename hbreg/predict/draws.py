@@ -2,7 +2,8 @@
 
 For every posterior draw s, a row's coefficients are its group's own draws (known
 groups), fresh draws from that draw's population distribution (groups the fit never
-saw: N(mu_s + gamma_s . u, sigma_s^2) per varying coefficient, one draw per new group
+saw: N(mu_s + gamma_s . u, diag(sigma_s) R_s diag(sigma_s)) over the varying
+coefficients, R_s the identity unless the model is correlated; one draw per new group
 shared by all of its rows), or the population means (`population` rows). The linear
 predictor is the expected value of a Gaussian outcome; the predictive adds N(0, sigma_s^2).
 
@@ -19,7 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from hbreg.config import Config, varying_names
-from hbreg.names import RESIDUAL_SD, group_predictor_effect, group_sd, population_mean
+from hbreg.names import (
+    RESIDUAL_SD,
+    correlation_pairs,
+    group_predictor_effect,
+    group_sd,
+    population_mean,
+)
 from hbreg.predict.design import NewRows
 
 __all__ = ["PredictiveDraws", "QUANTILES", "predictive_draws"]
@@ -152,28 +159,48 @@ def _coefficients(flat, rows: NewRows, config: Config, rng) -> list:
     groups)) for a varying one; ("population", mean (S,), gammas (S, q) or None) for
     population rows.
     """
-    varying = set(varying_names(config))
+    varying = varying_names(config)
     gps = list(config.data.group_predictors)
+    fresh = None
+    if rows.group_idx is not None and rows.new_labels:
+        fresh = _new_group_draws(flat, rows, config, varying, gps, rng)
     result = []
     for coef in rows.coef_names:
         if coef not in varying:
             result.append(("fixed", flat[coef]))
-            continue
-        gammas = _gammas(flat, coef, config, gps)
-        if rows.group_idx is None:  # population rows of a hierarchical model
+        elif rows.group_idx is None:  # population rows of a hierarchical model
+            gammas = _gammas(flat, coef, config, gps)
             result.append(("population", flat[population_mean(coef)], gammas))
-            continue
-        known = flat[coef]
-        if not rows.new_labels:
-            result.append(("group", known))
-            continue
-        mean = flat[population_mean(coef)][:, None]
-        if gammas is not None:
-            mean = mean + gammas @ rows.new_group_X.T
-        sd = flat[group_sd(coef)][:, None]
-        fresh = mean + sd * rng.standard_normal((known.shape[0], len(rows.new_labels)))
-        result.append(("group", np.concatenate([known, fresh], axis=1)))
+        elif fresh is None:
+            result.append(("group", flat[coef]))
+        else:
+            new = fresh[:, :, varying.index(coef)]
+            result.append(("group", np.concatenate([flat[coef], new], axis=1)))
     return result
+
+
+def _new_group_draws(flat, rows: NewRows, config: Config, varying, gps, rng) -> np.ndarray:
+    """(S, new groups, k): each draw's population distribution, sampled once per new group.
+
+    With `model.correlated` the k varying coefficients are drawn jointly from
+    N(mean, diag(sigma) R diag(sigma)) with that draw's correlation matrix R.
+    """
+    n_samples, k = flat[RESIDUAL_SD].shape[0], len(varying)
+    mean = np.empty((n_samples, len(rows.new_labels), k))
+    for a, coef in enumerate(varying):
+        mean[:, :, a] = flat[population_mean(coef)][:, None]
+        gammas = _gammas(flat, coef, config, gps)
+        if gammas is not None:
+            mean[:, :, a] += gammas @ rows.new_group_X.T
+    sd = np.column_stack([flat[group_sd(coef)] for coef in varying])  # (S, k)
+    corr = np.broadcast_to(np.eye(k), (n_samples, k, k)).copy()
+    if getattr(config.model, "correlated", False):
+        for a, b, name in correlation_pairs(varying):
+            corr[:, a, b] = corr[:, b, a] = flat[name]
+    cov = sd[:, :, None] * corr * sd[:, None, :]
+    low = np.linalg.cholesky(cov + 1e-12 * np.eye(k))  # (S, k, k)
+    z = rng.standard_normal(mean.shape)
+    return mean + np.einsum("sab,sgb->sga", low, z)
 
 
 def _gammas(flat, coef: str, config: Config, gps: list[str]) -> np.ndarray | None:
