@@ -194,7 +194,7 @@ def _new_group_draws(flat, rows: NewRows, config: Config, varying, gps, rng) -> 
             mean[:, :, a] += gammas @ rows.new_group_X.T
     sd = np.column_stack([flat[group_sd(coef)] for coef in varying])  # (S, k)
     corr = np.broadcast_to(np.eye(k), (n_samples, k, k)).copy()
-    if getattr(config.model, "correlated", False):
+    if config.model.correlated:
         for a, b, name in correlation_pairs(varying):
             corr[:, a, b] = corr[:, b, a] = flat[name]
     cov = sd[:, :, None] * corr * sd[:, None, :]
