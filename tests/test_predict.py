@@ -238,3 +238,45 @@ def test_blank_outcomes_are_predicted_and_left_out_of_the_fit_to_the_outcome(hel
     assert manifest["observed_rows"] == 1
     assert manifest["log_predictive_density"] == pytest.approx(table["log_density"][0])
     assert "1 row with log_radon" in " ".join(output.split())
+
+
+@pytest.mark.parametrize("correlated", [False, True])
+def test_new_groups_follow_each_draws_population_covariance(correlated):
+    from hbreg.predict.draws import _new_group_draws
+
+    config = parse_config(
+        {
+            "name": "x",
+            "data": {
+                "dataset": "radon",
+                "outcome": "log_radon",
+                "predictors": ["floor"],
+                "group": "county",
+            },
+            "model": {"pooling": "hierarchical", "correlated": correlated},
+        }
+    )
+    n = 4000
+    flat = {
+        "sigma": np.ones(n),
+        "mu_intercept": np.full(n, 1.5),
+        "mu_floor": np.full(n, -0.7),
+        "sigma_intercept": np.full(n, 0.3),
+        "sigma_floor": np.full(n, 2.0),
+        "corr_intercept_floor": np.full(n, 0.8),
+    }
+    rows = new_rows(
+        pd.DataFrame({"county": [f"new{i}" for i in range(5)], "floor": 0.0}),
+        config,
+        source="rows",
+        known_labels=["A"],
+        population=False,
+        new_groups="sample",
+    )
+    draws = _new_group_draws(
+        flat, rows, config, ["intercept", "floor"], [], np.random.default_rng(0)
+    ).reshape(-1, 2)
+    np.testing.assert_allclose(draws.mean(axis=0), [1.5, -0.7], atol=0.05)
+    np.testing.assert_allclose(draws.std(axis=0), [0.3, 2.0], rtol=0.03)
+    expected = 0.8 if correlated else 0.0
+    assert abs(np.corrcoef(draws.T)[0, 1] - expected) < 0.03
