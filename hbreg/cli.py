@@ -152,13 +152,20 @@ def fit(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 4 when diagnostics miss their thresholds.")
     ] = False,
+    prior_only: Annotated[
+        bool,
+        typer.Option(
+            "--prior-only", help="Draw from the priors instead (sets sampler.prior_only)."
+        ),
+    ] = False,
 ):
     """Fit an experiment and write its run directory."""
     from hbreg.config import load_config
     from hbreg.signals import handle_sigterm
 
     handle_sigterm()
-    loaded = load_config(config, overrides or [])  # a typo is refused before the heavy imports
+    overrides = [*(overrides or []), *(["sampler.prior_only=true"] if prior_only else [])]
+    loaded = load_config(config, overrides)  # a typo is refused before the heavy imports
     from hbreg.fit import fit as run_fit
     from hbreg.fit import prepare
     from hbreg.report import fit_progress, print_design_checks, print_fit
@@ -168,7 +175,7 @@ def fit(
     with fit_progress(console, cfg) as progress:
         result = run_fit(cfg, command=shlex.join(sys.argv), progress=progress, prepared=data)
     print_fit(console, result)
-    if strict and not result.diagnostics.passed:
+    if strict and result.diagnostics is not None and not result.diagnostics.passed:
         raise typer.Exit(4)
 
 

@@ -51,7 +51,7 @@ class FitResult:
 
     path: Path
     summary: pd.DataFrame
-    diagnostics: Diagnostics
+    diagnostics: Diagnostics | None  # None for a prior-only run: no sampler to diagnose
     key_parameters: list[str]
     parameterization: str
     backend: str
@@ -59,6 +59,7 @@ class FitResult:
     notes: list[str]
     design_checks: list = field(default_factory=list)
     standardization: dict | None = None
+    prior_check: object | None = None  # hbreg.prior.PriorCheck of a prior-only run
 
 
 def prepare(config: Config, *, warn=None) -> tuple[Config, ModelData]:
@@ -130,6 +131,8 @@ def _with_design_checks(config: Config, data: ModelData) -> ModelData:
 
 
 def _fit_into(run, config, data, timings, progress) -> FitResult:
+    if config.sampler.prior_only:
+        return _prior_into(run, config, data, timings)
     from hbreg.models import build_model, complete_posterior
     from hbreg.models.build import parameterization_note
     from hbreg.models.pointwise import pointwise_groups
@@ -201,6 +204,69 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
         notes=notes,
         design_checks=list(data.design_checks or []),
         standardization=scaling.to_dict() if scaling is not None else None,
+    )
+
+
+def _prior_into(run, config, data, timings) -> FitResult:
+    """A prior-only run: the same directory, with prior draws and the prior predictive."""
+    import xarray as xr
+
+    from hbreg.plots.fit import save_plots
+    from hbreg.prior import prior_check, prior_draws, prior_report
+
+    run.write_text("config.yaml", dump_config(config))
+    step = time.perf_counter()
+    prior, predictive, built = prior_draws(config, data, seed=config.sampler.seed)
+    timings["sample"] = elapsed(step)
+    step = time.perf_counter()
+    check = prior_check(predictive, data.y, data.outcome)
+    summary = summarize(prior)
+    run.write_text("summary.csv", summary.to_csv(float_format="%.17g"))
+    note = "prior-only run: draws from the priors are independent; there is no sampler to diagnose"
+    run.write_json("diagnostics.json", {"prior_only": True, "note": note})
+    run.write_text("divergences.md", f"# Prior-only run\n\nNo divergences: {note}.\n")
+    draws = config.sampler.chains * config.sampler.draws
+    run.write_text("prior_predictive.md", prior_report(check, draws=draws))
+    observed = xr.Dataset(
+        {data.outcome: (("obs",), data.y)}, coords={"obs": np.arange(len(data.y))}
+    )
+    tree = xr.DataTree.from_dict(
+        {
+            "prior": prior,
+            "prior_predictive": predictive,
+            "observed_data": observed,
+            "constant_data": constant_data(data),
+        }
+    )
+    tree.attrs.update(hbreg_version=__version__, config_hash=_config_hash(config), prior_only=1)
+    run.write_bytes("idata.nc", bytes(tree.to_netcdf(engine="h5netcdf")))
+    view = xr.DataTree.from_dict(
+        {"posterior": prior, "posterior_predictive": predictive, "observed_data": observed}
+    )
+    save_plots(
+        view,
+        run.path / "plots",
+        kinds=[k for k in config.output.plots if k in ("posterior", "forest", "ppc", "pair")],
+        population_vars=built.population_vars,
+        group_vars=built.group_vars,
+        group_dim=data.group_dim,
+        pair_vars=built.pair_vars,
+        outcome=data.outcome,
+        correlation_vars=built.correlation_vars,
+        prior_only=True,
+    )
+    timings["report"] = elapsed(step)
+    return FitResult(
+        path=run.path,
+        summary=summary,
+        diagnostics=None,
+        key_parameters=built.population_vars,
+        parameterization="prior",
+        backend="pymc forward sampling",
+        timings=timings,
+        notes=list(data.notes),
+        design_checks=list(data.design_checks or []),
+        prior_check=check,
     )
 
 
@@ -344,6 +410,13 @@ def _manifest_base(config: Config, data: ModelData, command: str) -> dict:
 
 def _manifest_outcome(result: FitResult) -> dict:
     diag = result.diagnostics
+    if diag is None:
+        return {
+            "prior_only": True,
+            "backend": result.backend,
+            "notes": result.notes,
+            "prior_predictive": result.prior_check.to_dict(),
+        }
     return {
         "parameterization": result.parameterization,
         "backend": result.backend,

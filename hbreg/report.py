@@ -65,9 +65,25 @@ def print_fit(console: Console, result) -> None:
         console,
         ["parameter", "mean", "sd", "5%", "95%", "ess_bulk", "r_hat"],
         rows,
-        title=f"Posterior ({result.parameterization}, {result.backend})",
+        title=(
+            "Prior (prior-only run: draws from the priors, no data)"
+            if result.prior_check is not None
+            else f"Posterior ({result.parameterization}, {result.backend})"
+        ),
     )
-    diag = result.diagnostics
+    if result.prior_check is not None:
+        _print_prior_check(console, result.prior_check)
+    else:
+        _print_verdict(console, result.diagnostics)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    print_design_checks(console, result.design_checks, only_warnings=True)
+    t = result.timings
+    console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()), highlight=False)
+    console.print(f"run directory: [bold]{result.path}[/]", highlight=False, soft_wrap=True)
+
+
+def _print_verdict(console: Console, diag) -> None:
     verdict = "[green]pass[/]" if diag.passed else "[red]fail[/]"
     console.print(
         f"Diagnostics {verdict}: {diag.divergences} divergences, worst r_hat "
@@ -77,12 +93,23 @@ def print_fit(console: Console, result) -> None:
     )
     for failure in diag.failures:
         console.print(f"  [red]-[/] {failure}", highlight=False)
-    for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
-    print_design_checks(console, result.design_checks, only_warnings=True)
-    t = result.timings
-    console.print("time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()), highlight=False)
-    console.print(f"run directory: [bold]{result.path}[/]", highlight=False, soft_wrap=True)
+
+
+def _print_prior_check(console: Console, check) -> None:
+    low, high = check.observed_range
+    q05, q95 = check.predictive_interval
+    console.print(
+        f"Prior predictive: middle 90% from {q05:.4g} to {q95:.4g}, "
+        f"{check.width_ratio:.3g} times the observed range ({low:.4g} to {high:.4g}); "
+        f"{100 * check.share_outside:.1f}% of it outside the observed range",
+        highlight=False,
+    )
+    if check.too_wide:
+        console.print(
+            "[bold yellow]warning:[/] the priors allow outcomes far beyond the data; see "
+            "prior_predictive.md",
+            highlight=False,
+        )
 
 
 def print_design_checks(console: Console, checks, *, only_warnings: bool = False) -> None:

@@ -105,8 +105,8 @@ def _latest_runs(root: Path, names: list[str]) -> list[RunInfo]:
         raise ComparisonError(f"output root '{root}' does not exist or is not a directory")
     chosen: dict[str, RunInfo] = {}
     for run in list_runs(root, kind="fit"):  # newest first
-        if run.complete and run.name not in chosen:
-            chosen[run.name] = run
+        if run.complete and not run.manifest.get("prior_only") and run.name not in chosen:
+            chosen[run.name] = run  # prior-only runs have no posterior to compare
     if names:
         missing = [n for n in names if n not in chosen]
         if missing:
@@ -136,6 +136,11 @@ def _explicit_run(path: Path) -> RunInfo:
             f"run '{path}' is {run.status}, not complete"
             + (f" ({error})" if error else "")
             + "; only complete runs can be compared"
+        )
+    if run.manifest.get("prior_only"):
+        raise ComparisonError(
+            f"run '{path}' is a prior-only run (draws from the priors, no posterior); "
+            "compare runs fitted to the data"
         )
     return run
 

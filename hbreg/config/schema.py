@@ -226,6 +226,7 @@ class SamplerConfig(_Section):
     max_tree_depth: int = Field(10, ge=1)
     seed: int | None = Field(None, ge=0, lt=2**32)
     backend: Literal["auto", "nutpie", "pymc", "numpyro"] = "auto"
+    prior_only: bool = False  # draw from the priors instead of the posterior (--prior-only)
 
     @field_validator(*SAMPLER_BOUNDS, mode="after")
     @classmethod

@@ -264,9 +264,10 @@ def _start_intercept_at_the_mean(model, params: dict, config: Config, data: Mode
     """Start NUTS with the intercept's location at the outcome's mean instead of 0.
 
     The posterior is unchanged; only the starting point moves (identity links only: other
-    intercepts live on the link scale). With radon's outcome + 1e6 and a Normal(0, 1e7) intercept prior, 200 tuning steps from 0 never reached the
-    data (sigma 51,469 instead of 0.75, r_hat 2.5, 74 divergences); started at the mean,
-    the same run has 0 divergences and r_hat 1.016 (draws 200, tune 200, 4 chains, seed 1).
+    intercepts live on the link scale). With radon's outcome + 1e6 and a Normal(0, 1e7)
+    intercept prior, 200 tuning steps from 0 never reached the data (sigma 51,469 instead
+    of 0.75, r_hat 2.5, 74 divergences); started at the mean, the same run has 0
+    divergences and r_hat 1.016 (draws 200, tune 200, 4 chains, seed 1).
     """
     from hbreg.config.priors import DISTRIBUTIONS
 

@@ -67,8 +67,12 @@ def save_plots(
     outcome: str,
     correlation_vars: Sequence[str] = (),
     family: str = "gaussian",
+    prior_only: bool = False,
 ) -> list[Path]:
     """Write ``<out_dir>/<kind>.png`` for each requested kind and return the paths written.
+
+    With `prior_only` the ``posterior`` and ``posterior_predictive`` groups hold prior draws
+    (a prior-only run) and every title says "prior" instead of "posterior".
 
     A kind whose data is absent is skipped, not an error: ``ppc`` without a
     ``posterior_predictive`` group (it is not drawn for huge data sets), ``forest`` without
@@ -142,8 +146,29 @@ def save_plots(
         for kind in dict.fromkeys(kinds):  # drop repeats, keep order
             if not available[kind]:
                 continue
-            written.append(save(makers[kind](), out_dir / f"{kind}.png"))
+            fig = makers[kind]()
+            if prior_only:
+                _as_prior(fig)
+            written.append(save(fig, out_dir / f"{kind}.png"))
     return written
+
+
+def _as_prior(fig: Figure) -> None:
+    """Retitle a figure drawn from prior draws, so it never reads as a posterior.
+
+    "posterior" becomes "prior" in every title, label and legend, and the figure's title
+    starts with "Prior" ("Prior draws: " is put before a title that does not).
+    """
+    texts = list(fig.texts)
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        legend = ax.get_legend()
+        texts += list(legend.get_texts()) if legend is not None else []
+    for text in texts:
+        text.set_text(text.get_text().replace("Posterior", "Prior").replace("posterior", "prior"))
+    title = next((t for t in texts if t.get_text()), None)
+    if title is not None and not title.get_text().startswith("Prior"):
+        title.set_text(f"Prior draws: {title.get_text()}")
 
 
 # ----------------------------------------------------------------------------- figures
