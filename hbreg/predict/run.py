@@ -62,6 +62,13 @@ def predict(
         raise DataError(f"--new-groups must be one of {', '.join(NEW_GROUPS)}, got '{new_groups}'")
     run = _complete_run(Path(run_dir))
     config = load_config(run.path / "config.yaml")
+    if config.model.formula is not None:
+        raise DataError(
+            f"run '{run.path}' was fitted from model.formula '{config.model.formula}'; "
+            "hbreg predict encodes new rows for configs written with roles (data.outcome, "
+            "data.predictors, data.group) and does not yet encode formula designs "
+            "(categorical levels, transforms, several grouping factors)"
+        )
     source = f"data file '{data_path}'"
     frame = read_table(Path(data_path), key="--data")
     idata = _open_idata(run)
