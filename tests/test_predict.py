@@ -301,3 +301,38 @@ def test_formula_runs_are_refused_with_what_is_missing(tmp_path):
     assert result.exit_code == 2
     assert "does not yet encode formula designs" in " ".join(result.output.split())
     assert not (run / "predictions").exists()
+
+
+def test_expected_values_and_draws_are_on_the_family_scale():
+    from hbreg.predict.draws import predictive_draws
+
+    config = parse_config(
+        {
+            "name": "x",
+            "data": {
+                "dataset": "cbpp",
+                "outcome": "incidence",
+                "trials": "size",
+                "predictors": ["period2"],
+            },
+            "model": {"pooling": "pooled", "family": "binomial"},
+        }
+    )
+    rng = np.random.default_rng(1)
+    posterior = xr.Dataset(
+        {
+            "intercept": (("chain", "draw"), rng.normal(-1.0, 0.1, (2, 500))),
+            "period2": (("chain", "draw"), rng.normal(0.5, 0.1, (2, 500))),
+        }
+    )
+    frame = pd.DataFrame({"period2": [0.0, 1.0], "size": [10.0, 40.0], "incidence": [2.0, 30.0]})
+    rows = new_rows(
+        frame, config, source="rows", known_labels=[], population=False, new_groups="sample"
+    )
+    draws = predictive_draws(posterior, rows, config, seed=0)
+    p = 1 / (1 + np.exp(-(posterior["intercept"] + posterior["period2"] * frame["period2"][1])))
+    assert draws.expected["mean"][1] == pytest.approx(float(p.mean()), rel=1e-9)
+    assert draws.predicted["mean"][1] == pytest.approx(40 * float(p.mean()), rel=0.05)
+    assert (draws.predicted_draws <= np.array([10, 40])).all()
+    assert draws.predicted_draws.min() >= 0
+    assert draws.log_density[1] < draws.log_density[0]  # 30 of 40 is unlikely at p = 0.38

@@ -36,6 +36,8 @@ class NewRows:
     new_group_X: np.ndarray | None  # (len(new_labels), q) group-level predictors of new groups
     y: np.ndarray | None  # the outcome when the file has the column (NaN where blank)
     row_group_X: np.ndarray | None = None  # (n, q): group-level predictors per row, population
+    trials: np.ndarray | None = None  # (n,) binomial trials of each new row
+    offset: np.ndarray | None = None  # (n,) the offset column of each new row
 
     @property
     def n_new_rows(self) -> int:
@@ -64,7 +66,7 @@ def new_rows(
             "--population: an unpooled model has no population means; predict known groups, "
             "or fit a hierarchical model"
         )
-    needed = list(spec.predictors)
+    needed = list(spec.predictors) + [c for c in (spec.trials, spec.offset) if c is not None]
     grouped = spec.group is not None and config.model.pooling != "pooled" and not population
     if grouped:
         needed.append(spec.group)
@@ -79,6 +81,11 @@ def new_rows(
     columns = [np.ones(len(frame))] if config.model.intercept else []
     columns += [_numeric(frame[p], p, source) for p in spec.predictors]
     X = np.column_stack(columns)
+    extra = {
+        key: _numeric(frame[column], column, source)
+        for key, column in (("trials", spec.trials), ("offset", spec.offset))
+        if column is not None
+    }
     y = None
     if spec.outcome in frame.columns:
         y = _numeric(frame[spec.outcome], spec.outcome, source, blank_ok=True)
@@ -94,7 +101,7 @@ def new_rows(
             row_group_X = np.column_stack(
                 [_numeric(frame[c], c, source) for c in spec.group_predictors]
             )
-        return NewRows(X, coefficient_names(config), None, [], None, y, row_group_X)
+        return NewRows(X, coefficient_names(config), None, [], None, y, row_group_X, **extra)
     labels = frame[spec.group]
     blank = labels.isna()
     if blank.any():
@@ -121,7 +128,7 @@ def new_rows(
         dtype=np.int64,
     )
     new_group_X = _new_group_predictors(frame, config, labels, unseen, source)
-    return NewRows(X, coefficient_names(config), group_idx, unseen, new_group_X, y)
+    return NewRows(X, coefficient_names(config), group_idx, unseen, new_group_X, y, **extra)
 
 
 def _new_group_predictors(frame, config: Config, labels, unseen, source) -> np.ndarray | None:

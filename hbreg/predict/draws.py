@@ -5,7 +5,9 @@ groups), fresh draws from that draw's population distribution (groups the fit ne
 saw: N(mu_s + gamma_s . u, diag(sigma_s) R_s diag(sigma_s)) over the varying
 coefficients, R_s the identity unless the model is correlated; one draw per new group
 shared by all of its rows), or the population means (`population` rows). The linear
-predictor is the expected value of a Gaussian outcome; the predictive adds N(0, sigma_s^2).
+predictor plus the offset, through the inverse link, is the expected value (a probability,
+a rate, a mean); the predictive draws the outcome from the family with each draw's own
+parameters (`hbreg.families`).
 
 Memory: the work arrays are (draws x rows-in-chunk), about `chunk_values` numbers, so
 100k rows from 4,000 draws never hold the 400M-value matrix; only per-row quantiles and
@@ -19,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hbreg.config import Config, varying_names
+from hbreg.config import Config, family_parameters, varying_names
+from hbreg.families import family_of, inverse_link
 from hbreg.names import (
-    RESIDUAL_SD,
     correlation_pairs,
     group_predictor_effect,
     group_sd,
@@ -32,7 +34,6 @@ from hbreg.predict.design import NewRows
 __all__ = ["PredictiveDraws", "QUANTILES", "predictive_draws"]
 
 QUANTILES = (0.05, 0.5, 0.95)
-_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 
 
 @dataclass
@@ -65,8 +66,10 @@ def predictive_draws(
     """
     rng = np.random.default_rng(seed)
     flat = {name: _flat(posterior[name]) for name in posterior.data_vars}
-    sigma = flat[RESIDUAL_SD]
-    n_samples, n_rows = sigma.shape[0], rows.X.shape[0]
+    family, link = family_of(config.model.family), config.model.link
+    own = {n: flat[n] for n in family_parameters(config)}  # each (S,)
+    n_samples = next(iter(flat.values())).shape[0]
+    n_rows = rows.X.shape[0]
     coefs = _coefficients(flat, rows, config, rng)
     _, first, inverse = np.unique(_design_key(rows), axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()  # first: one representative row per distinct design
@@ -79,20 +82,28 @@ def predictive_draws(
     step = max(1, chunk_values // n_samples)
     for start in range(0, len(first), step):
         stop = min(start + step, len(first))
-        mu = _linear_predictor(coefs, rows, first[start:stop], n_samples).T  # (designs, S)
-        y_rep = mu + sigma * rng.standard_normal(mu.shape)
+        designs = first[start:stop]
+        eta = _linear_predictor(coefs, rows, designs, n_samples).T  # (designs, S)
+        if rows.offset is not None:
+            eta += rows.offset[designs][:, None]
+        mu = inverse_link(link, eta)  # the expected value on the outcome's scale
+        trials = None if rows.trials is None else rows.trials[designs][:, None]
+        y_rep = family.draw(mu, own, trials, rng)
         for key, values in (("expected", mu), ("predicted", y_rep)):
             summaries[key][:, start:stop] = _mean_and_quantiles(values)
         members = order[bounds[start] : bounds[stop]]
         for sub in range(0, len(members), step):
             these = members[sub : sub + step]
             local = inverse[these] - start
+            n_these = None if rows.trials is None else rows.trials[these][:, None]
             if len(kept):
-                stored["expected"][:, these] = mu[local][:, kept].T
-                noise = rng.standard_normal((len(these), len(kept)))
-                stored["predicted"][:, these] = (mu[local][:, kept] + sigma[kept] * noise).T
+                kept_mean = mu[local][:, kept]
+                kept_own = {n: v[kept] for n, v in own.items()}
+                stored["expected"][:, these] = kept_mean.T
+                stored["predicted"][:, these] = family.draw(kept_mean, kept_own, n_these, rng).T
             if log_density is not None:
-                log_density[these] = _log_density(rows.y[these], mu[local], sigma)
+                pointwise = family.loglik(rows.y[these][:, None], mu[local], own, n_these)
+                log_density[these] = _log_mean_exp(pointwise)
     names = ("mean", "q5", "q50", "q95")
     return PredictiveDraws(
         expected=dict(zip(names, summaries["expected"][:, inverse], strict=True)),
@@ -106,7 +117,7 @@ def predictive_draws(
 
 def _design_key(rows: NewRows) -> np.ndarray:
     """(n, ...) everything that decides a row's predictive distribution."""
-    parts = [rows.X]
+    parts = [rows.X, *(c[:, None] for c in (rows.trials, rows.offset) if c is not None)]
     if rows.group_idx is not None:
         parts.append(rows.group_idx[:, None].astype(float))
     if rows.row_group_X is not None:
@@ -130,12 +141,10 @@ def _mean_and_quantiles(values: np.ndarray) -> np.ndarray:
     return np.vstack([values.mean(axis=-1), quantiles.T])
 
 
-def _log_density(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Log mean over draws of N(y | mu_s, sigma_s), per row; mu is (rows, S)."""
-    z = (y[:, None] - mu) / sigma
-    log_pdf = -0.5 * z**2 - np.log(sigma) - _HALF_LOG_2PI
-    top = log_pdf.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.exp(log_pdf - top).mean(axis=1))
+def _log_mean_exp(log_values: np.ndarray) -> np.ndarray:
+    """Log of the mean over draws (last axis) of exp(log_values), computed stably."""
+    top = log_values.max(axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.exp(log_values - top).mean(axis=1))
 
 
 def _flat(var) -> np.ndarray:
@@ -185,7 +194,7 @@ def _new_group_draws(flat, rows: NewRows, config: Config, varying, gps, rng) -> 
     With `model.correlated` the k varying coefficients are drawn jointly from
     N(mean, diag(sigma) R diag(sigma)) with that draw's correlation matrix R.
     """
-    n_samples, k = flat[RESIDUAL_SD].shape[0], len(varying)
+    n_samples, k = next(iter(flat.values())).shape[0], len(varying)
     mean = np.empty((n_samples, len(rows.new_labels), k))
     for a, coef in enumerate(varying):
         mean[:, :, a] = flat[population_mean(coef)][:, None]
