@@ -40,7 +40,7 @@ def hbreg_once(out: Path) -> dict:
     import pandas as pd
 
     summary = pd.read_csv(run / "summary.csv", index_col=0)
-    population = ["mu_intercept", "sigma_intercept", "period2", "period3", "period4"]
+    population = ["mu_intercept", "sigma_intercept", "period_2", "period_3", "period_4"]
     return {
         "seconds": seconds,
         "divergences": diagnostics["divergences"],
