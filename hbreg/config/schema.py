@@ -430,11 +430,6 @@ def _family_problems(config: Config) -> list[str]:
         problems.append("model.family 'binomial' needs data.trials: the column of trials per row")
     if family != "binomial" and data.trials is not None:
         problems.append(f"data.trials is for model.family 'binomial', not '{family}'")
-    if model.standardize and family != "gaussian":
-        problems.append(
-            f"model.standardize rescales a Gaussian outcome; family '{family}' keeps its "
-            "outcome on its own scale (standardize the predictors in the data instead)"
-        )
     if model.parameterization == "marginal" and (family != "gaussian" or data.weights):
         why = f"family '{family}'" if family != "gaussian" else "likelihood weights"
         problems.append(
