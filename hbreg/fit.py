@@ -213,6 +213,7 @@ def _prior_into(run, config, data, timings) -> FitResult:
 
     from hbreg.plots.fit import save_plots
     from hbreg.prior import prior_check, prior_draws, prior_report
+    from hbreg.stats.summary import summarize
 
     run.write_text("config.yaml", dump_config(config))
     step = time.perf_counter()
