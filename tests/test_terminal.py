@@ -50,6 +50,7 @@ def _fit_result():
         timings={"sample": 1.0},
         path="outputs/run",
         design_checks=[],
+        prior_check=None,
     )
 
 
