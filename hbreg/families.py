@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 
 __all__ = ["FAMILIES", "LINKS", "Family", "family_of", "inverse_link", "pymc_likelihood"]
 
@@ -43,6 +42,8 @@ class Family:
 
 def inverse_link(link: str, eta, xp=np):
     """The mean of the outcome (a probability for the binary links) from the linear predictor."""
+    from scipy import special
+
     if link == "identity":
         return eta
     if link == "log":
@@ -60,6 +61,8 @@ def _normal_loglik(y, mean, params, trials):
 
 
 def _student_loglik(y, mean, params, trials):
+    from scipy import special
+
     s, nu = params["sigma"], params["nu"]
     z = (y - mean) / s
     return (
@@ -77,6 +80,8 @@ def _bernoulli_loglik(y, p, params, trials):
 
 
 def _binomial_loglik(y, p, params, trials):
+    from scipy import special
+
     p = np.clip(p, 1e-300, 1 - 1e-16)
     log_choose = (
         special.gammaln(trials + 1) - special.gammaln(y + 1) - special.gammaln(trials - y + 1)
@@ -85,10 +90,14 @@ def _binomial_loglik(y, p, params, trials):
 
 
 def _poisson_loglik(y, rate, params, trials):
+    from scipy import special
+
     return special.xlogy(y, rate) - rate - special.gammaln(y + 1)
 
 
 def _negbin_loglik(y, rate, params, trials):
+    from scipy import special
+
     alpha = params["alpha"]
     return (
         special.gammaln(y + alpha)

@@ -146,7 +146,7 @@ def build_several(config: Config, data: ModelData, parameterization: str):
         else:
             main = _factor(data, integrated)
             stats = _sufficient_stats(data.X, y, main.idx, len(main.labels))
-            const = _shifted_stats(stats, data, y, main, shift, pt)
+            const = _shifted_stats(stats, data, main, shift, pt, y=y)
             varying = [data.coef_names.index(c) for c in main.varying]
             pm.Potential(
                 "marginal_loglik",
@@ -183,8 +183,14 @@ def _factor(data: ModelData, name: str):
     return next(f for f in data.factors if f.name == name)
 
 
-def _shifted_stats(stats: SufficientStats, data: ModelData, y, main, shift, pt) -> SufficientStats:
-    """Sufficient statistics of y - shift as tensors (W'W and n unchanged); y has no offset."""
+def _shifted_stats(
+    stats: SufficientStats, data: ModelData, main, shift, pt, *, y=None
+) -> SufficientStats:
+    """Sufficient statistics of y - shift as tensors (W'W and n unchanged).
+
+    `y` is the outcome the statistics were made of (the data's, less any offset).
+    """
+    y = data.y if y is None else y
     n, wtw = pt.as_tensor(stats.n), pt.as_tensor(stats.wtw)
     if isinstance(shift, int):
         return SufficientStats(n, wtw, pt.as_tensor(stats.wty), pt.as_tensor(stats.yty))
