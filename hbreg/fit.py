@@ -236,7 +236,7 @@ def _prior_into(run, config, data, timings) -> FitResult:
             "prior": prior,
             "prior_predictive": predictive,
             "observed_data": observed,
-            "constant_data": constant_data(data),
+            "constant_data": constant_data(data, config),
         }
     )
     tree.attrs.update(hbreg_version=__version__, config_hash=_config_hash(config), prior_only=1)

@@ -32,6 +32,7 @@ def _reference(family: str, y, mean, params, trials):
     }[family]()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_log_density_matches_scipy(family):
     n = 200
@@ -50,6 +51,7 @@ def test_log_density_matches_scipy(family):
     np.testing.assert_allclose(ours, _reference(family, y, mean, params, trials), rtol=1e-9)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_draws_have_the_family_mean(family):
     n = 200_000
@@ -62,6 +64,7 @@ def test_draws_have_the_family_mean(family):
         assert draws.var() == pytest.approx(mean + mean**2 / 3.0, rel=0.05)
 
 
+@pytest.mark.unit
 def test_inverse_links():
     eta = np.array([-2.0, 0.0, 1.5])
     np.testing.assert_allclose(inverse_link("logit", eta), 1 / (1 + np.exp(-eta)))
@@ -75,6 +78,7 @@ def _config(**model):
     return {"name": "x", "data": data, "model": {"pooling": "hierarchical", **model}}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("model", "message"),
     [
@@ -94,6 +98,7 @@ def test_family_config_mistakes(model, message):
         parse_config(_config(**model))
 
 
+@pytest.mark.unit
 def test_family_parameters_have_default_priors_and_links_are_filled_in():
     from hbreg.config import parameter_names, prior_for
 
@@ -107,6 +112,7 @@ def test_family_parameters_have_default_priors_and_links_are_filled_in():
     assert prior_for(student, "nu") == {"dist": "Gamma", "alpha": 2, "beta": 0.1}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("family", "column", "values", "message"),
     [
@@ -192,7 +198,7 @@ def cbpp_run(tmp_path_factory):
     return run, result.output
 
 
-@pytest.mark.slow
+@pytest.mark.sampling
 def test_cbpp_agrees_with_lme4(cbpp_run):
     run, output = cbpp_run
     summary = pd.read_csv(run / "summary.csv", index_col=0)
@@ -207,7 +213,7 @@ def test_cbpp_agrees_with_lme4(cbpp_run):
     assert "family 'binomial'" in " ".join(output.split())
 
 
-@pytest.mark.slow
+@pytest.mark.sampling
 def test_cbpp_herd_sd_within_30_percent_of_lme4(cbpp_run):
     import xarray as xr
 
@@ -223,6 +229,7 @@ def test_cbpp_herd_sd_within_30_percent_of_lme4(cbpp_run):
     assert trials is not None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("lhs", "expected"),
     [
@@ -237,6 +244,7 @@ def test_formula_outcome_with_trials(lhs, expected):
     assert outcome_of(lhs) == expected
 
 
+@pytest.mark.unit
 def test_cbind_is_refused_with_the_spelling_that_works():
     from hbreg.config.formula import FormulaError, outcome_of
 
@@ -244,6 +252,7 @@ def test_cbind_is_refused_with_the_spelling_that_works():
         outcome_of("cbind(incidence, size - incidence)")
 
 
+@pytest.mark.unit
 def test_formula_fills_the_trials_column():
     config = parse_config(
         {
@@ -258,6 +267,7 @@ def test_formula_fills_the_trials_column():
     assert config.data.outcome == "incidence" and config.data.trials == "size"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", ["poisson", "negative_binomial", "bernoulli"])
 def test_several_factors_take_the_family_likelihood(family):
     from hbreg.data import load_model_data

@@ -25,12 +25,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),  # the command line: parse, call, print
     ("compare", "simulate", "predict"),  # commands that read run directories
     ("fit",),  # the fit pipeline: config -> data -> model -> draws -> run directory
-    ("report", "plots", "resources"),  # what a person sees (tables, figures), what a run costs
+    ("report", "plots", "resources", "prior"),  # what a person sees, what a run costs, priors
     ("models", "inference", "stats", "runs", "executors"),  # build, sample, summarize, store
     ("data",),  # files and built-in datasets -> ModelData
     ("config",),  # YAML, --set, schema, priors
     # the foundation: imports nothing of ours
-    ("names", "errors", "signals", "_gc", "compile_cache", "terminal", "__init__"),
+    ("names", "families", "errors", "signals", "_gc", "compile_cache", "terminal", "__init__"),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 600

@@ -20,8 +20,6 @@ from hbreg.data import BUILTIN_DATASETS
 from hbreg.errors import DataError
 from hbreg.predict.design import new_rows
 
-pytestmark = pytest.mark.slow
-
 HELD_OUT_SEED = 3
 
 
@@ -86,6 +84,7 @@ def _posterior(run: Path) -> xr.Dataset:
         return tree["posterior"].to_dataset().load()
 
 
+@pytest.mark.sampling
 def test_known_county_equals_its_own_coefficient_draws(held_out):
     rows = pd.DataFrame({"county": ["AITKIN", "AITKIN"], "floor": [0.0, 1.0]})
     table, _, _ = _predict(held_out, rows, name="aitkin")
@@ -104,6 +103,7 @@ def test_known_county_equals_its_own_coefficient_draws(held_out):
     assert not table["new_group"].any()
 
 
+@pytest.mark.sampling
 def test_unseen_county_is_wider_than_every_known_one_and_centred_on_the_population(held_out):
     post = _posterior(held_out["run"])
     counties = [str(c) for c in post["county"].values]
@@ -122,6 +122,7 @@ def test_unseen_county_is_wider_than_every_known_one_and_centred_on_the_populati
     assert manifest["status"] == "complete" and manifest["new_group_rows"] == 1
 
 
+@pytest.mark.sampling
 def test_held_out_rows_are_covered_at_the_nominal_rate(held_out):
     table, out, output = _predict(held_out, held_out["test"], name="test")
     y = table["log_radon"]
@@ -136,6 +137,7 @@ def test_held_out_rows_are_covered_at_the_nominal_rate(held_out):
     assert (out / "predictions.png").stat().st_size > 5_000
 
 
+@pytest.mark.sampling
 def test_same_seed_same_file_and_population_rows(held_out):
     rows = pd.DataFrame({"county": ["ATLANTIS", "AITKIN"], "floor": [0.0, 1.0]})
     first, _, _ = _predict(held_out, rows, "--seed", "5", name="seeded")
@@ -149,6 +151,7 @@ def test_same_seed_same_file_and_population_rows(held_out):
     assert "new_group" not in pop.columns
 
 
+@pytest.mark.sampling
 @pytest.mark.parametrize(
     ("args", "rows", "message"),
     [
@@ -180,6 +183,7 @@ def test_bad_rows_exit_2_and_write_nothing(held_out, args, rows, message):
     assert after == before
 
 
+@pytest.mark.sampling
 def test_incomplete_run_is_refused(held_out, tmp_path):
     run = tmp_path / "2026-01-01_00-00-00_x.failed"
     run.mkdir()
@@ -191,6 +195,7 @@ def test_incomplete_run_is_refused(held_out, tmp_path):
     assert "is failed, not complete" in result.output
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("pooling", ["unpooled", "pooled", "hierarchical"])
 def test_new_rows_encoding_per_pooling(pooling):
     config = parse_config(
@@ -228,6 +233,7 @@ def test_new_rows_encoding_per_pooling(pooling):
         encode(new_groups="error")
 
 
+@pytest.mark.sampling
 def test_blank_outcomes_are_predicted_and_left_out_of_the_fit_to_the_outcome(held_out):
     rows = pd.DataFrame(
         {"county": ["AITKIN", "AITKIN"], "floor": [0.0, 1.0], "log_radon": [0.8, None]}
@@ -240,6 +246,7 @@ def test_blank_outcomes_are_predicted_and_left_out_of_the_fit_to_the_outcome(hel
     assert "1 row with log_radon" in " ".join(output.split())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("correlated", [False, True])
 def test_new_groups_follow_each_draws_population_covariance(correlated):
     from hbreg.predict.draws import _new_group_draws
@@ -282,6 +289,7 @@ def test_new_groups_follow_each_draws_population_covariance(correlated):
     assert abs(np.corrcoef(draws.T)[0, 1] - expected) < 0.03
 
 
+@pytest.mark.unit
 def test_formula_runs_are_refused_with_what_is_missing(tmp_path):
     from typer.testing import CliRunner
 
@@ -303,6 +311,7 @@ def test_formula_runs_are_refused_with_what_is_missing(tmp_path):
     assert not (run / "predictions").exists()
 
 
+@pytest.mark.unit
 def test_expected_values_and_draws_are_on_the_family_scale():
     from hbreg.predict.draws import predictive_draws
 

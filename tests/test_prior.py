@@ -11,8 +11,6 @@ import xarray as xr
 
 from hbreg.prior import prior_check
 
-pytestmark = pytest.mark.slow
-
 NOTEBOOK_PRIORS = {
     "coefficient": {"dist": "Normal", "mu": 0, "sigma": 10},
     "group_sd": {"dist": "HalfCauchy", "beta": 5},
@@ -38,6 +36,7 @@ def _prior_run(cli, write_config, radon_hier_config, tmp_path, priors, *flags):
     return run, result.output
 
 
+@pytest.mark.sampling
 def test_notebook_priors_are_far_wider_than_the_data(
     cli, write_config, radon_hier_config, tmp_path
 ):
@@ -64,6 +63,7 @@ def test_notebook_priors_are_far_wider_than_the_data(
     assert plots == ["posterior.png", "ppc.png"]  # a trace of independent draws is not drawn
 
 
+@pytest.mark.sampling
 def test_unit_scale_priors_stay_on_the_data_scale(cli, write_config, radon_hier_config, tmp_path):
     run, output = _prior_run(cli, write_config, radon_hier_config, tmp_path, UNIT_PRIORS)
     check = json.loads((run / "manifest.json").read_text())["prior_predictive"]
@@ -72,6 +72,7 @@ def test_unit_scale_priors_stay_on_the_data_scale(cli, write_config, radon_hier_
     assert "warning" not in output
 
 
+@pytest.mark.sampling
 def test_compare_refuses_prior_only_runs(cli, write_config, radon_hier_config, tmp_path):
     run, _ = _prior_run(cli, write_config, radon_hier_config, tmp_path, UNIT_PRIORS)
     result = cli("compare", run, run)
@@ -79,6 +80,7 @@ def test_compare_refuses_prior_only_runs(cli, write_config, radon_hier_config, t
     assert "prior-only run" in result.output
 
 
+@pytest.mark.unit
 def test_prior_check_counts_values_outside_the_observed_range():
     predictive = xr.Dataset({"y": (("chain", "draw"), [[-1.0, 0.5, 2.0, 0.0]])})
     check = prior_check(predictive, y=pd.Series([0.0, 1.0]).to_numpy(), outcome="y")
@@ -86,19 +88,19 @@ def test_prior_check_counts_values_outside_the_observed_range():
     assert check.share_outside == pytest.approx(0.5)
 
 
+@pytest.mark.unit
 def test_prior_figures_never_read_as_posterior():
-    from hbreg.plots.common import figure
-    from hbreg.plots.fit import _as_prior
+    from hbreg.plots.common import as_prior, figure
 
     fig = figure(4, 3, left=0.5, right=0.2, top=0.4, bottom=0.5)
     ax = fig.subplots()
     ax.set_title("Posterior predictive check: y")
     ax.plot([0, 1], label="replicated (50 posterior predictive draws)")
     ax.legend()
-    _as_prior(fig)
+    as_prior(fig)
     assert ax.get_title() == "Prior predictive check: y"
     assert ax.get_legend().get_texts()[0].get_text() == "replicated (50 prior predictive draws)"
     other = figure(4, 3, left=0.5, right=0.2, top=0.4, bottom=0.5)
     other.subplots().set_title("Group coefficients by county")
-    _as_prior(other)
+    as_prior(other)
     assert other.axes[0].get_title() == "Prior draws: Group coefficients by county"

@@ -79,6 +79,9 @@ def why_not_integrated(tree, pooling: str) -> str | None:
     family = const.attrs.get("family", "gaussian")
     if family != "gaussian":
         return f"its family is {family}; the group coefficients integrate out only for gaussian"
+    held = [name for name in ("offset", "weights") if name in const.data_vars]
+    if held:
+        return f"it has {' and '.join(held)} (data.{held[0]}), which the closed form leaves out"
     if int(const.attrs.get("grouping_factors", 1)) > 1:
         return "it has several grouping factors; the closed form covers one"
     if pooling == "unpooled" and PRIOR_SD not in const.data_vars and bool(const[VARYING].any()):

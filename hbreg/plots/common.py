@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "as_prior",
     "DPI",
     "drawable",
     "figure",
@@ -294,3 +295,21 @@ def rank_histogram(ax: Axes, draws: np.ndarray) -> None:
     ax.set_yticks(np.arange(n_chains) * gap + expected / 2, [f"chain {c}" for c in range(n_chains)])
     ax.set_xlim(0, draws.size)
     ax.tick_params(labelsize=7)
+
+
+def as_prior(fig: Figure) -> None:
+    """Retitle a figure drawn from prior draws, so it never reads as a posterior.
+
+    "posterior" becomes "prior" in every title, label and legend, and the figure's title
+    starts with "Prior" ("Prior draws: " is put before a title that does not).
+    """
+    texts = list(fig.texts)
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        legend = ax.get_legend()
+        texts += list(legend.get_texts()) if legend is not None else []
+    for text in texts:
+        text.set_text(text.get_text().replace("Posterior", "Prior").replace("posterior", "prior"))
+    title = next((t for t in texts if t.get_text()), None)
+    if title is not None and not title.get_text().startswith("Prior"):
+        title.set_text(f"Prior draws: {title.get_text()}")

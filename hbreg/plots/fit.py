@@ -25,7 +25,7 @@ import numpy as np
 
 from hbreg._gc import gc_paused
 from hbreg.config.schema import PLOT_KINDS
-from hbreg.plots.common import figure, group, kde, rank_histogram, save, suptitle
+from hbreg.plots.common import as_prior, figure, group, kde, rank_histogram, save, suptitle
 from hbreg.plots.proportions import plot_ppc_proportions
 from hbreg.stats.diagnostics import bfmi
 
@@ -148,27 +148,9 @@ def save_plots(
                 continue
             fig = makers[kind]()
             if prior_only:
-                _as_prior(fig)
+                as_prior(fig)
             written.append(save(fig, out_dir / f"{kind}.png"))
     return written
-
-
-def _as_prior(fig: Figure) -> None:
-    """Retitle a figure drawn from prior draws, so it never reads as a posterior.
-
-    "posterior" becomes "prior" in every title, label and legend, and the figure's title
-    starts with "Prior" ("Prior draws: " is put before a title that does not).
-    """
-    texts = list(fig.texts)
-    for ax in fig.axes:
-        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
-        legend = ax.get_legend()
-        texts += list(legend.get_texts()) if legend is not None else []
-    for text in texts:
-        text.set_text(text.get_text().replace("Posterior", "Prior").replace("posterior", "prior"))
-    title = next((t for t in texts if t.get_text()), None)
-    if title is not None and not title.get_text().startswith("Prior"):
-        title.set_text(f"Prior draws: {title.get_text()}")
 
 
 # ----------------------------------------------------------------------------- figures
