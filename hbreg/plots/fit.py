@@ -187,14 +187,16 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
         ax.plot([q05, q95], [y0, y0], color=_INTERVAL_COLOR, lw=1.2, solid_capstyle="butt")
         ax.plot([q25, q75], [y0, y0], color=_INTERVAL_COLOR, lw=4, solid_capstyle="butt")
         ax.plot([mean], [y0], "o", color="white", mec=_INTERVAL_COLOR, ms=5)
-        ax.set_title(f"{label}\nmean {mean:.3g}, 90% [{q05:.3g}, {q95:.3g}]", fontsize=9)
+        ax.set_title(
+            f"{label}\nmean {_plain(mean)}, 90% [{_plain(q05)}, {_plain(q95)}]", fontsize=9
+        )
         ax.set_yticks([])
         ax.spines[["left", "right", "top"]].set_visible(False)
         ax.tick_params(labelsize=8)
     for ax in axes.flat[len(items) :]:
         ax.set_axis_off()
     suptitle(fig, "Posterior distributions of the population-level parameters")
-    fig.supxlabel("parameter value (bars: 50% and 90% intervals, dot: mean)", fontsize=9)
+    fig.supxlabel("parameter value (dot: posterior mean; bars: 50% and 90% intervals)", fontsize=9)
     return fig
 
 
@@ -287,8 +289,12 @@ def plot_forest(
     label_width = 0.55 + max(map(len, [*labels, *correlations])) * fontsize * 0.62 / 72
     corr_height = 0.35 + 0.3 * len(correlations) if correlations else 0.0
     gap = 0.75
+    heading = f"Group coefficients by {group_dim} (50% and 90% intervals{subset})"
+    xlabel = "coefficient value (dot: posterior mean, as in the posterior plot)"
+    # wide enough for the title (11 pt) and the x label (9 pt): ~0.55 em per character
+    text_width = max(len(heading) * 11, len(xlabel) * 9) * 0.55 / 72 + 0.4
     fig = figure(
-        label_width + 0.3 + 2.9 * len(columns),
+        max(label_width + 0.3 + 2.9 * len(columns), text_width),
         height + (corr_height + gap if correlations else 0.0),
         left=label_width,
         right=0.25,
@@ -306,13 +312,13 @@ def plot_forest(
         axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
     y = np.arange(n_groups)
     for ax, (title, values, mu) in zip(axes, columns, strict=True):
-        q05, q25, q50, q75, q95 = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+        q05, q25, q75, q95 = np.quantile(values, [0.05, 0.25, 0.75, 0.95], axis=0)
         ax.hlines(y, q05, q95, color=_INTERVAL_COLOR, lw=0.9)
         ax.hlines(y, q25, q75, color=_INTERVAL_COLOR, lw=3)
-        ax.plot(q50, y, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
+        ax.plot(values.mean(axis=0), y, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
         if mu is not None:
             ax.axvline(mu, color="0.4", ls="--", lw=0.9)
-            title += f"\n(dashed: posterior mean of mu_{title})"
+            title += f"\n(dashed: mean of mu_{title})"
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", color="0.9", lw=0.6)
         ax.tick_params(axis="x", labelsize=8)
@@ -322,8 +328,8 @@ def plot_forest(
     axes[0].set_yticks(y, labels, fontsize=fontsize)
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
-    suptitle(fig, f"Group coefficients by {group_dim} (50% and 90% intervals{subset})")
-    fig.supxlabel("coefficient value (dot: posterior median)", fontsize=9)
+    suptitle(fig, heading)
+    fig.supxlabel(xlabel, fontsize=9)
     return fig
 
 
@@ -587,6 +593,19 @@ def _diverging(idata: Any, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     mask = np.asarray(sample_stats["diverging"].transpose("chain", "draw").values, dtype=bool)
     return mask if mask.shape == tuple(shape) else None
+
+
+def _plain(x: float) -> str:
+    """About four significant digits without an exponent: 1527, 46.73, 0.529 (not 1.53e+03).
+
+    Only magnitudes outside [1e-4, 1e7) fall back to scientific notation.
+    """
+    if x == 0 or not np.isfinite(x):
+        return f"{x:g}"
+    magnitude = int(np.floor(np.log10(abs(x))))
+    if magnitude < -4 or magnitude >= 7:
+        return f"{x:.3g}"
+    return f"{x:.{max(0, 3 - magnitude)}f}"
 
 
 def _scalar_mean(post: Any, name: str) -> float | None:
