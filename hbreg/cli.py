@@ -186,13 +186,17 @@ def validate(
     overrides: SetOption = None,
 ):
     """Check a config and its data without sampling."""
+    from rich.markup import escape
+
     from hbreg.config import load_config
     from hbreg.fit import prepare
     from hbreg.models import resolve_parameterization
+    from hbreg.models.default_priors import prior_table
     from hbreg.report import print_design_checks
     from hbreg.resources import estimate_resources
 
-    cfg, data = prepare(load_config(config, overrides or []))
+    stated = load_config(config, overrides or [])
+    cfg, data = prepare(stated)
     groups = f", {data.n_groups} groups of '{data.group_dim}'" if data.group_dim else ""
     if data.factors:
         groups = ", " + ", ".join(f"{len(f.labels)} groups of '{f.name}'" for f in data.factors)
@@ -202,9 +206,17 @@ def validate(
     )
     estimate = estimate_resources(cfg, data, parameterization=resolve_parameterization(cfg))
     console.print(f"estimate: {estimate.describe()}", highlight=False, soft_wrap=True)
+    rows = prior_table(cfg, stated)
+    width = [max(len(row[i]) for row in rows) for i in (0, 1)]
+    console.print("priors:", highlight=False)
+    for name, prior, source in rows:
+        line = f"  {name:<{width[0]}}  {prior:<{width[1]}}  ({source})"
+        console.print(escape(line), highlight=False, soft_wrap=True)
     for note in data.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     print_design_checks(console, data.design_checks)
+    for warning in data.warnings:
+        _warn(warning)
 
 
 def _warn(message: str) -> None:

@@ -6,6 +6,7 @@ before the run directory exists, so a bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import sys
@@ -21,7 +22,9 @@ import pandas as pd
 from hbreg import __version__
 from hbreg._gc import gc_paused
 from hbreg.config import Config, dump_config, prior_for
+from hbreg.config.schema import varying_problem
 from hbreg.data import ModelData, load_model_data, with_formula_roles
+from hbreg.errors import ConfigError
 from hbreg.inference import ProgressCallback, resolve_backend, sample
 from hbreg.names import (
     COEF_DIM,
@@ -63,21 +66,34 @@ class FitResult:
 
 
 def prepare(config: Config, *, warn=None) -> tuple[Config, ModelData]:
-    """Validate everything that needs no sampling; fill in the seed so the run can be repeated.
+    """Validate everything that needs no sampling; resolve what the run needs to be repeated.
 
-    The data come back with their design checks (`hbreg.data.checks`) for the terminal
-    and the manifest. Includes the resource estimate (`hbreg.resources`): a run that
-    cannot fit in the machine's memory or on the output disk is refused here, before
-    anything is written; one close to the limit is warned about through `warn` (a
-    callable taking the text) and in the run's notes.
+    The priors the config leaves out are scaled to the data (`hbreg.models.default_priors`)
+    and written into the returned config, and the seed is drawn. The data come back with
+    their design checks (`hbreg.data.checks`) for the terminal and the manifest, and with
+    the stated priors that conflict with the data in `data.warnings`. Includes the resource
+    estimate (`hbreg.resources`): a run that cannot fit in the machine's memory or on the
+    output disk is refused here, before anything is written; one close to the limit is
+    warned about in the run's notes. Every warning also goes to `warn` (a callable taking
+    the text) when given.
     """
     resolve_backend(config.sampler.backend)
-    data = load_model_data(config)
+    data = load_model_data(config)  # a missing column is reported before a varying mismatch
+    problem = varying_problem(config)
+    if problem:
+        raise ConfigError(problem)
     config = with_formula_roles(config, data)
     data = _with_design_checks(config, data)
     from hbreg.models import resolve_parameterization
+    from hbreg.models.default_priors import prior_conflicts, scale_priors
     from hbreg.resources import check_resources, estimate_resources
 
+    conflicts = prior_conflicts(config, data)
+    if conflicts:
+        data = dataclasses.replace(data, warnings=[*data.warnings, *conflicts])
+        for warning in conflicts if warn is not None else []:
+            warn(warning)
+    config, _ = scale_priors(config, data)
     parameterization = resolve_parameterization(config)
     for warning in check_resources(
         estimate_resources(config, data, parameterization=parameterization)
@@ -406,6 +422,7 @@ def _manifest_base(config: Config, data: ModelData, command: str) -> dict:
         },
         "design_checks": [check.to_dict() for check in data.design_checks or []],
         "argv": sys.argv,
+        "warnings": list(data.warnings),
     }
 
 

@@ -94,8 +94,10 @@ EXPECTED = {
     "wrong_formula_single_level.yaml": "the factor 'g' of model.formula term '(1 | g)' has 1",
     # data sources and data files
     "wrong_dataset_name.yaml": "unknown built-in dataset 'radom'. Did you mean 'radon'?",
-    "wrong_column_missing.yaml": "column(s) ['Floor'] not found in built-in dataset 'radon' "
-    "(did you mean 'Floor' -> 'floor'?)",
+    "wrong_column_missing.yaml": "column 'Floor' not found in built-in dataset 'radon', "
+    "did you mean 'floor'?",
+    "wrong_column_typo_with_varying.yaml": "column 'standlrt' not found in built-in dataset "
+    "'exam', did you mean 'standLRT'?",
     "wrong_data_missing_file.yaml": "file 'data/does_not_exist.csv' does not exist",
     "wrong_data_directory.yaml": "data.path: 'data' is a directory",
     "wrong_data_excel.yaml": "expected a .csv, .tsv or .parquet file, not '.xlsx'",
@@ -106,9 +108,14 @@ EXPECTED = {
     "wrong_data_latin1.yaml": "'data/latin1.csv' is not UTF-8 text",
     "wrong_data_duplicate_columns.yaml": "has duplicated column name(s) ['x']",
     "wrong_data_ragged.yaml": "line 3 has 4 fields but the header has 3",
-    "wrong_data_missing_column.yaml": "column(s) ['z'] not found in data file 'data/good.csv'",
-    "wrong_data_non_numeric.yaml": "column 'x' must be numeric but holds values like 'one'",
+    "wrong_data_missing_column.yaml": "column 'z' not found in data file 'data/good.csv'",
+    "wrong_data_non_numeric.yaml": "column 'x' must be numeric but holds values like 'one' "
+    "(row 2, counting data rows from 1 after the header); encode categories as 0/1 columns",
+    "wrong_data_non_numeric_outcome.yaml": "column 'y' must be numeric but holds values like "
+    "'abc' (row 3, counting data rows from 1 after the header); the outcome must be a number",
     "wrong_data_decimal_comma.yaml": "write decimals with a point",
+    "wrong_data_thousands.yaml": "'1,520' reads as 1520 with ',' as a thousands separator; "
+    "remove the separators",
     "wrong_data_nan.yaml": "missing values in {'x': 2}; set data.missing: drop",
     "wrong_data_all_dropped.yaml": "no rows left after dropping missing values",
     "wrong_data_infinite.yaml": "infinite values in column(s) ['x']",
@@ -187,6 +194,23 @@ def test_bad_set_override_exits_2(sets, message, cli, write_config, radon_hier_c
     result = cli("fit", path, *args)
     _assert_one_clear_error(result, 2, message)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_bad_set_value_names_the_set_item_not_the_file(cli, write_config, radon_hier_config):
+    path = write_config(radon_hier_config, name="exam.yaml")
+    result = cli("validate", path, "--set", "sampler.draws=lots")
+    _assert_one_clear_error(result, 2, "invalid --set value:")
+    assert "--set 'sampler.draws=lots': sampler -> draws: Input should be a valid integer" in (
+        result.output
+    )
+    assert "exam.yaml" not in result.output
+    # a mistake in the file and one in --set: the file is named, the --set line is its own
+    broken = write_config({**radon_hier_config, "sampler": {"chains": 0}}, name="exam.yaml")
+    result = cli("validate", broken, "--set", "sampler.draws=lots")
+    _assert_one_clear_error(result, 2, "invalid config '")
+    assert "exam.yaml':" in result.output
+    assert "--set 'sampler.draws=lots': sampler -> draws" in result.output
+    assert "\n  sampler -> chains: Input should be greater than or equal to 1" in result.output
 
 
 def test_set_overrides_are_validated_like_the_file(tmp_path):

@@ -214,3 +214,26 @@ def test_path_outside_the_working_tree_is_reported_in_the_manifest(tmp_path, mon
     assert _manifest_base(config, data, "")["data"]["outside_working_tree"] is False
     relative = _config(Path("data") / "d.csv")
     assert _manifest_base(relative, data, "")["data"]["outside_working_tree"] is False
+
+
+def test_text_in_a_row_is_named_by_its_1_based_row():
+    frame = _frame().astype({"y": object})
+    frame.loc[4, "y"] = "abc"
+    with pytest.raises(DataError) as info:
+        to_model_data(frame, _config("unused.csv"))
+    message = str(info.value)
+    assert "row 5, counting data rows from 1 after the header" in message
+    assert "0/1" not in message  # that hint is for predictors, not the outcome
+
+
+def test_varying_list_is_checked_at_parse_time_unless_deferred_to_the_data():
+    from hbreg.errors import ConfigError
+
+    raw = {
+        "name": "t",
+        "data": {"path": "d.csv", "outcome": "y", "predictors": ["x"], "group": "g"},
+        "model": {"varying": ["intercept", "X"]},
+    }
+    with pytest.raises(ConfigError, match=r"model.varying lists \['X'\]"):
+        parse_config(raw)
+    assert parse_config(raw, defer_varying=True).model.varying == ["intercept", "X"]

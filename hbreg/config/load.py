@@ -12,12 +12,13 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
-from hbreg.config.schema import Config
+from hbreg.config.schema import Config, parameter_names, prior_key
 from hbreg.errors import ConfigError
 
 __all__ = [
@@ -76,7 +77,9 @@ def _yaml_load(text: str):
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read, override and validate a YAML experiment; raise ConfigError naming what is wrong."""
     raw = read_yaml_mapping(path)
-    return parse_config(apply_overrides(raw, overrides), source=str(path))
+    return parse_config(
+        apply_overrides(raw, overrides), source=str(path), overrides=overrides, defer_varying=True
+    )
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
@@ -294,18 +297,61 @@ class _Position:
         return _Position(tagged) if tagged else _Position({})
 
 
-def parse_config(raw: dict, *, source: str = "config") -> Config:
-    """Validate a raw experiment mapping; all problems are flattened into one ConfigError."""
-    return validate_mapping(raw, Config, source=f"config '{source}'")
+def parse_config(
+    raw: dict,
+    *,
+    source: str = "config",
+    overrides: Sequence[str] = (),
+    defer_varying: bool = False,
+) -> Config:
+    """Validate a raw experiment mapping; all problems are flattened into one ConfigError.
+
+    `overrides` are the `--set` items already applied to `raw`: a problem in a value they
+    set is reported as theirs. With `defer_varying`, `model.varying` is checked later, once
+    the data's columns are known (`hbreg.config.schema.varying_problem`).
+    """
+    context = {"varying_after_data": True} if defer_varying else None
+    return validate_mapping(
+        raw, Config, source=f"config '{source}'", overrides=overrides, context=context
+    )
 
 
-def validate_mapping(raw: dict, schema: type[BaseModel], *, source: str):
-    """Validate `raw` against `schema`; every problem in one ConfigError naming `source`."""
+def validate_mapping(
+    raw: dict,
+    schema: type[BaseModel],
+    *,
+    source: str,
+    overrides: Sequence[str] = (),
+    context: dict | None = None,
+):
+    """Validate `raw` against `schema`; every problem in one ConfigError naming `source`.
+
+    A problem at a key that a `--set` override gave names that override instead; when every
+    problem is one, the message is about the `--set` values, not the file.
+    """
     try:
-        return schema.model_validate(raw)
+        return schema.model_validate(raw, context=context)
     except ValidationError as exc:
-        lines = [describe_error(err, schema) for err in exc.errors()]
-        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+        lines, from_set = [], 0
+        for err in exc.errors():
+            line = describe_error(err, schema)
+            item = _override_at(err["loc"], overrides)
+            if item is not None:
+                line, from_set = f"--set '{item}': {line}", from_set + 1
+            lines.append(line)
+        what = source if from_set < len(lines) else "--set value" + ("s" * (len(lines) > 1))
+        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(lines)) from None
+
+
+def _override_at(loc: tuple, overrides: Sequence[str]) -> str | None:
+    """The last `--set` item whose key is `loc` or contains it, or lies inside it."""
+    where = [str(p) for p in loc]
+    for item in reversed(list(overrides)):
+        key = item.partition("=")[0].strip().split(".")
+        shared = min(len(key), len(where))
+        if where and key[:shared] == where[:shared]:
+            return item
+    return None
 
 
 def describe_error(err: dict, schema: type[BaseModel]) -> str:
@@ -339,8 +385,20 @@ def _fields_at(loc: list[str], schema: type[BaseModel]) -> list[str]:
 
 
 def dump_config(config: Config) -> str:
-    """The resolved config as YAML: every default filled in, so refitting it repeats the run."""
+    """The resolved config as YAML: every default filled in, so refitting it repeats the run.
+
+    A role default (`priors.coefficient`, `group_sd`, `sigma`, `group_corr`) that the file
+    did not state and that no parameter uses (every one has its own prior, e.g. scaled to
+    the data; no correlation without `model.correlated`) is left out, so the file shows
+    only the priors the run used. A formula config keeps its formula and not the roles.
+    """
     dumped = config.model_dump(mode="json")
+    used = {prior_key(config, name) for name in parameter_names(config)}
+    if config.model.correlated:
+        used.add("priors.group_corr")
+    for role in ("coefficient", "group_sd", "sigma", "group_corr"):
+        if role not in config.priors.model_fields_set and f"priors.{role}" not in used:
+            del dumped["priors"][role]
     if config.model.formula is not None:  # the formula alone says what the roles are
         from hbreg.config.schema import FORMULA_ROLE_KEYS
 

@@ -11,7 +11,14 @@ import difflib
 import math
 from dataclasses import dataclass
 
-__all__ = ["DISTRIBUTIONS", "PriorProblem", "check_correlation_prior", "check_prior", "to_pymc"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "PriorProblem",
+    "check_correlation_prior",
+    "check_prior",
+    "format_prior",
+    "to_pymc",
+]
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,14 @@ def check_correlation_prior(spec: dict) -> None:
         raise PriorProblem(f"LKJ parameter eta must be a positive number, got {eta!r}")
     if not math.isfinite(eta):
         raise PriorProblem(f"LKJ parameter eta must be finite, got {eta}")
+
+
+def format_prior(spec: dict) -> str:
+    """`Normal(mu=0, sigma=10)`: a prior spec as one would read it aloud."""
+    params = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.items() if k != "dist"
+    )
+    return f"{spec.get('dist')}({params})"
 
 
 def to_pymc(name: str, spec: dict, **kwargs):

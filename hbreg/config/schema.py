@@ -12,7 +12,14 @@ import types
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hbreg.config.formula import FormulaError, outcome_of, parse_formula
 from hbreg.config.priors import PriorProblem, check_correlation_prior, check_prior
@@ -36,7 +43,10 @@ __all__ = [
     "role_problems",
     "parameter_names",
     "prior_for",
+    "prior_is_stated",
+    "prior_key",
     "varying_names",
+    "varying_problem",
 ]
 
 PLOT_KINDS = ("posterior", "trace", "forest", "ppc", "energy", "pair")
@@ -317,29 +327,34 @@ class Config(_Section):
         return {**raw, "data": {**data, **filled}}
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self, info: ValidationInfo):
         if self.model.formula is None and self.data.reference_levels:
             raise ValueError("data.reference_levels applies to model.formula configs")
         problems = _family_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         if self.model.formula is None:
-            problems = role_problems(self)
+            deferred = (info.context or {}).get("varying_after_data", False)
+            problems = role_problems(self, check_varying=not deferred)
             if problems:
                 raise ValueError("; ".join(problems))
         return self
 
 
-def role_problems(config: Config) -> list[str]:
-    """Everything wrong with the roles of a config (checked after data for formula configs)."""
+def role_problems(config: Config, *, check_varying: bool = True) -> list[str]:
+    """Everything wrong with the roles of a config (checked after data for formula configs).
+
+    `check_varying=False` leaves `model.varying` to `varying_problem`, run once the data's
+    columns are known.
+    """
     coefs = coefficient_names(config)
     if not coefs:
         return ["the model has no coefficients: set model.intercept or data.predictors"]
     if config.model.pooling != "pooled" and config.data.group is None:
         return [f"model.pooling '{config.model.pooling}' needs data.group"]
-    bad = [c for c in config.model.varying or [] if c not in coefs]
-    if bad:
-        return [f"model.varying lists {bad}; coefficients are {coefs}"]
+    problem = varying_problem(config) if check_varying else None
+    if problem:
+        return [problem]
     if config.model.correlated and (
         config.model.pooling != "hierarchical" or len(varying_names(config)) < 2
     ):
@@ -380,6 +395,18 @@ def role_problems(config: Config) -> list[str]:
         except PriorProblem as exc:
             problems.append(f"priors.overrides -> {pname}: {exc}")
     return problems
+
+
+def varying_problem(config: Config) -> str | None:
+    """What is wrong with `model.varying` (names that are not coefficients), or None.
+
+    `load_config` defers this check until the data's columns have been found (see
+    `hbreg.fit.prepare`): a misspelled predictor is then reported as the missing column it
+    is, not as a varying list that does not match it.
+    """
+    coefs = coefficient_names(config)
+    bad = [c for c in config.model.varying or [] if c not in coefs]
+    return f"model.varying lists {bad}; coefficients are {coefs}" if bad else None
 
 
 def coefficient_names(config: Config) -> list[str]:
@@ -470,9 +497,36 @@ def prior_for(config: Config, name: str) -> dict:
     """The prior of parameter `name`: its override, else the default for its role."""
     if name in config.priors.overrides:
         return config.priors.overrides[name]
-    role = parameter_names(config)[name]
-    if name == RESIDUAL_SD:
-        return config.priors.sigma
-    if role == "family":
+    field = _role_field(config, name)
+    if field is None:
         return dict(FAMILIES[config.model.family].parameters[name])
-    return config.priors.group_sd if role == "scale" else config.priors.coefficient
+    return getattr(config.priors, field)
+
+
+def prior_key(config: Config, name: str) -> str:
+    """Where the prior of `name` is set: `priors.overrides.<name>` or its role's default."""
+    if name in config.priors.overrides:
+        return f"priors.overrides.{name}"
+    field = _role_field(config, name)
+    return f"priors.{field}" if field else f"the {config.model.family} family's default"
+
+
+def prior_is_stated(config: Config, name: str) -> bool:
+    """Whether the config states the prior of `name` rather than leaving it to hbreg.
+
+    Stated: an override, or a role default written in the file or with `--set`
+    (pydantic's `model_fields_set`).
+    """
+    if name in config.priors.overrides:
+        return True
+    field = _role_field(config, name)
+    return field is not None and field in config.priors.model_fields_set
+
+
+def _role_field(config: Config, name: str) -> str | None:
+    if name == RESIDUAL_SD:
+        return "sigma"
+    role = parameter_names(config)[name]
+    if role == "family":
+        return None
+    return "group_sd" if role == "scale" else "coefficient"

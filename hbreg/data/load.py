@@ -70,6 +70,7 @@ class ModelData:
     offset: np.ndarray | None = None  # (n,) added to the linear predictor
     weights: np.ndarray | None = None  # (n,) likelihood weights
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a prior in conflict with the data
     fingerprint: str = ""
     design_checks: list | None = None  # hbreg.data.checks.DesignCheck, filled by fit.prepare
 
@@ -135,19 +136,25 @@ def _require_columns(present, needed: list[str], where: str, formula=None) -> No
             f"{hint}; {where} has columns: {', '.join(present)}"
         )
     if missing:
-        hints = []
+        lowered = {p.lower(): p for p in present}
+        close = {}
         for column in missing:
-            lowered = {p.lower(): p for p in present}
-            close = (
-                [lowered[column.lower()]]
-                if column.lower() in lowered
-                else (difflib.get_close_matches(column, present, n=1))
+            match = lowered.get(column.lower()) or next(
+                iter(difflib.get_close_matches(column, present, n=1)), None
             )
-            if close:
-                hints.append(f"'{column}' -> '{close[0]}'?")
-        hint = f" (did you mean {', '.join(hints)})" if hints else ""
+            if match:
+                close[column] = match
+        if len(missing) == 1:
+            what = f"column '{missing[0]}'"
+            hint = f", did you mean '{close[missing[0]]}'?" if close else ""
+        else:
+            what = f"columns {missing}"
+            pairs = ", ".join(f"'{c}' -> '{m}'" for c, m in close.items())
+            hint = f", did you mean {pairs}?" if close else ""
         raise DataError(
-            f"column(s) {missing} not found in {where}{hint}; columns are: {', '.join(present)}"
+            f"{what} not found in {where}{hint} Columns are: {', '.join(present)}"
+            if hint
+            else f"{what} not found in {where}; columns are: {', '.join(present)}"
         )
 
 
@@ -311,7 +318,7 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
     ) + _row_columns(config)
     frame = frame.copy()
     for col in numeric:
-        frame[col] = _numeric(frame[col], col, source)
+        frame[col] = _numeric(frame[col], col, source, outcome=col == spec.outcome)
     used = _used_columns(config)
     missing = frame[used].isna()
     if missing.any().any():
@@ -418,25 +425,43 @@ def _check_family(frame: pd.DataFrame, config: Config, source: str) -> None:
         refuse(spec.weights, ~(weights > 0), "positive likelihood weights")
 
 
-def _numeric(column: pd.Series, name: str, source: str) -> pd.Series:
+_THOUSANDS = re.compile(r"\s*[-+]?\d{1,3}(,\d{3})+(\.\d*)?\s*")
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d*,\d+\s*")
+
+
+def _numeric(column: pd.Series, name: str, source: str, *, outcome: bool) -> pd.Series:
+    """`column` as floats; text that is not a number is refused, naming its first row.
+
+    Rows are counted from 1 in the order of the data file (or built-in dataset), the
+    header not counted, so the row number is the file's line number minus one.
+    """
     if pd.api.types.is_bool_dtype(column):
         return column.astype(float)
     if pd.api.types.is_numeric_dtype(column):
         return column.astype(float)
     converted = pd.to_numeric(column, errors="coerce")
-    bad = column[converted.isna() & column.notna()]
-    if len(bad):
-        example = str(bad.iloc[0])
+    mask = (converted.isna() & column.notna()).to_numpy()
+    if not mask.any():
+        return converted
+    bad = column[mask].astype(str)
+    first = int(np.flatnonzero(mask)[0]) + 1
+    example = bad.iloc[0]
+    if bad.str.fullmatch(_THOUSANDS).all():
         hint = (
-            "write decimals with a point (1.5, not 1,5)"
-            if re.fullmatch(r"\s*[-+]?\d+,\d+\s*", example)
-            else "encode categories as 0/1 columns"
+            f"{example!r} reads as {example.replace(',', '')} with ',' as a thousands "
+            "separator; remove the separators (1520, not 1,520)"
         )
-        raise DataError(
-            f"{source}: column '{name}' must be numeric but holds values like {example!r} "
-            f"({len(bad)} row{'s' if len(bad) > 1 else ''}); {hint}"
-        )
-    return converted
+    elif bad.str.fullmatch(_THOUSANDS.pattern + "|" + _DECIMAL_COMMA.pattern).all():
+        hint = "write decimals with a point (1.5, not 1,5)"
+    elif outcome:
+        hint = "the outcome must be a number in every row; correct or remove that row"
+    else:
+        hint = "encode categories as 0/1 columns"
+    rows = f"row {first}" if len(bad) == 1 else f"{len(bad)} rows, the first is row {first}"
+    raise DataError(
+        f"{source}: column '{name}' must be numeric but holds values like {example!r} "
+        f"({rows}, counting data rows from 1 after the header); {hint}"
+    )
 
 
 def _encode_factors(frame: pd.DataFrame, factors: list, source: str, notes: list[str]) -> dict:

@@ -334,14 +334,14 @@ def plot_forest(
 
 
 def _correlation_panel(ax: Axes, post: Any, names: Sequence[str], fontsize: int) -> None:
-    """One row per correlation: 50% and 90% intervals and the median, on [-1, 1]."""
+    """One row per correlation: 50% and 90% intervals and the mean (as the coefficients above)."""
     y = np.arange(len(names))
     for row, name in enumerate(names):
         values = post[name].values.ravel()
-        q05, q25, q50, q75, q95 = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+        q05, q25, q75, q95 = np.quantile(values, [0.05, 0.25, 0.75, 0.95])
         ax.hlines(row, q05, q95, color=_INTERVAL_COLOR, lw=0.9)
         ax.hlines(row, q25, q75, color=_INTERVAL_COLOR, lw=3)
-        ax.plot(q50, row, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
+        ax.plot(values.mean(), row, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
     ax.axvline(0, color="0.4", ls="--", lw=0.9)
     ax.set_xlim(-1, 1)
     ax.set_yticks(y, list(names), fontsize=fontsize)
