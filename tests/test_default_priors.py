@@ -56,6 +56,7 @@ def _config(**extra):
     return parse_config(raw)
 
 
+@pytest.mark.unit
 def test_scaled_priors_follow_the_rstanarm_formulas():
     frame = _frame()
     config = _config(data={"group_predictors": ["w"]})
@@ -83,6 +84,7 @@ def test_scaled_priors_follow_the_rstanarm_formulas():
                 assert float(f"{value:.4g}") == value or key == "mu"
 
 
+@pytest.mark.unit
 def test_pooled_and_unpooled_models_get_coefficient_priors_directly():
     frame = _frame()
     for pooling in ("pooled", "unpooled"):
@@ -91,6 +93,7 @@ def test_pooled_and_unpooled_models_get_coefficient_priors_directly():
         assert set(scaled_priors(config, data)) == {"intercept", "x", "sigma"}
 
 
+@pytest.mark.unit
 def test_only_unstated_priors_are_scaled():
     frame = _frame()
     stated = {"dist": "Normal", "mu": 0, "sigma": 10}
@@ -109,6 +112,7 @@ def test_only_unstated_priors_are_scaled():
     assert more == [] and again == resolved
 
 
+@pytest.mark.unit
 def test_a_prior_given_with_set_is_stated(write_config):
     path = write_config({**DYESTUFF})
     config = load_config(path, ["priors.sigma={dist: HalfNormal, sigma: 80}"])
@@ -126,6 +130,7 @@ def _states_priors(path: Path) -> bool:
 @pytest.mark.parametrize(
     "path", sorted(filter(_states_priors, (ROOT / "configs").glob("*.yaml"))), ids=lambda p: p.name
 )
+@pytest.mark.unit
 def test_shipped_configs_state_every_prior(path, monkeypatch):
     """The shipped configs with a priors section keep their results: no parameter of theirs
     is left to the scaled defaults."""
@@ -136,6 +141,7 @@ def test_shipped_configs_state_every_prior(path, monkeypatch):
     assert data.warnings == []  # and none of their stated priors conflicts with the data
 
 
+@pytest.mark.unit
 def test_resolved_config_shows_the_scaled_priors_and_refits_the_same(write_config, tmp_path):
     resolved, data = prepare(load_config(write_config({**DYESTUFF})))
     saved = yaml.safe_load(dump_config(resolved))
@@ -155,6 +161,7 @@ def test_resolved_config_shows_the_scaled_priors_and_refits_the_same(write_confi
     assert dump_config(reresolved) == dump_config(resolved)
 
 
+@pytest.mark.unit
 def test_validate_prints_the_priors_with_their_numbers(cli, write_config):
     result = cli("validate", write_config({**DYESTUFF}))
     assert result.exit_code == 0, result.output
@@ -167,6 +174,7 @@ def test_validate_prints_the_priors_with_their_numbers(cli, write_config):
 # --------------------------------------------------------------------------- conflicts
 
 
+@pytest.mark.unit
 def test_an_intercept_prior_that_cannot_reach_the_data_warns(cli, write_config):
     raw = {**DYESTUFF, "priors": {"coefficient": {"dist": "Normal", "mu": 0, "sigma": 10}}}
     result = cli("validate", write_config(raw))
@@ -178,6 +186,7 @@ def test_an_intercept_prior_that_cannot_reach_the_data_warns(cli, write_config):
     assert text.count("warning:") == 1  # the scaled group and residual sds are not checked
 
 
+@pytest.mark.unit
 def test_conflicting_scale_prior_warns_and_a_wide_one_does_not():
     frame = _frame()
     tight = _config(priors={"sigma": {"dist": "HalfNormal", "sigma": 1}})
@@ -189,6 +198,7 @@ def test_conflicting_scale_prior_warns_and_a_wide_one_does_not():
     assert prior_conflicts(wide, data) == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["radon_hier", "radon_pooled", "radon_unpooled", "sleepstudy"])
 def test_stated_priors_that_fit_the_data_do_not_warn(name, cli, monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -197,6 +207,7 @@ def test_stated_priors_that_fit_the_data_do_not_warn(name, cli, monkeypatch):
     assert "warning" not in result.output
 
 
+@pytest.mark.sampling
 def test_fit_warns_before_sampling_and_records_the_warning(cli, write_config, tmp_path):
     raw = {
         **DYESTUFF,
@@ -214,6 +225,7 @@ def test_fit_warns_before_sampling_and_records_the_warning(cli, write_config, tm
 # --------------------------------------------------------------------------- acceptance
 
 
+@pytest.mark.sampling
 @pytest.mark.slow
 def test_dyestuff_without_priors_matches_lme4(cli, write_config, tmp_path):
     """Issue 16: with no `priors:` section the intercept is within one posterior sd of
@@ -231,6 +243,7 @@ def test_dyestuff_without_priors_matches_lme4(cli, write_config, tmp_path):
     assert saved["priors"]["overrides"]["mu_intercept"]["mu"] == 1527.5
 
 
+@pytest.mark.unit
 def test_standardized_models_get_priors_on_the_sampled_scale(write_config):
     """With model.standardize the priors apply to standardized columns: unit-scale priors."""
     raw = {**DYESTUFF, "model": {**DYESTUFF["model"], "standardize": True}}
