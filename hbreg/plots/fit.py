@@ -596,16 +596,9 @@ def _diverging(idata: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _plain(x: float) -> str:
-    """About four significant digits without an exponent: 1527, 46.73, 0.529 (not 1.53e+03).
-
-    Only magnitudes outside [1e-4, 1e7) fall back to scientific notation.
-    """
-    if x == 0 or not np.isfinite(x):
-        return f"{x:g}"
-    magnitude = int(np.floor(np.log10(abs(x))))
-    if magnitude < -4 or magnitude >= 7:
-        return f"{x:.3g}"
-    return f"{x:.{max(0, 3 - magnitude)}f}"
+    """~4 significant digits, no exponent in [1e-4, 1e7): 1527, 46.73 (not 1.53e+03)."""
+    magnitude = int(np.floor(np.log10(abs(x)))) if x != 0 and np.isfinite(x) else 99
+    return f"{x:.3g}" if not -4 <= magnitude < 7 else f"{x:.{max(0, 3 - magnitude)}f}"
 
 
 def _scalar_mean(post: Any, name: str) -> float | None:
