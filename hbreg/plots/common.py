@@ -37,9 +37,11 @@ __all__ = [
     "group",
     "kde",
     "new_figure",
+    "plain",
     "rank_histogram",
     "save",
     "suptitle",
+    "text_width",
 ]
 
 DPI = 100
@@ -94,6 +96,17 @@ def figure(
         hspace=hspace,
     )
     return fig
+
+
+def plain(x: float) -> str:
+    """~4 significant digits, no exponent in [1e-4, 1e7): 1527, 46.73 (not 1.53e+03)."""
+    magnitude = int(np.floor(np.log10(abs(x)))) if x != 0 and np.isfinite(x) else 99
+    return f"{x:.3g}" if not -4 <= magnitude < 7 else f"{x:.{max(0, 3 - magnitude)}f}"
+
+
+def text_width(*texts: tuple[str, float]) -> float:
+    """Inches a figure needs for the widest of (text, font size in points), with margins."""
+    return max(len(text) * size for text, size in texts) * 0.55 / 72 + 0.4
 
 
 def suptitle(fig: Figure, text: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from hbreg._gc import gc_paused
 from hbreg.config.schema import PLOT_KINDS
+from hbreg.plots import common as _common
 from hbreg.plots.common import as_prior, figure, group, kde, rank_histogram, save, suptitle
 from hbreg.plots.proportions import plot_ppc_proportions
 from hbreg.stats.diagnostics import bfmi
@@ -162,6 +163,7 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
     A variable with extra dimensions contributes at most its first four entries, so the figure
     stays a few panels whatever the model.
     """
+    plain = _common.plain
     items = _expand(_posterior(idata), var_names, group_dim, _MAX_PER_VAR)
     ncols = min(3, len(items))
     nrows = -(-len(items) // ncols)
@@ -181,15 +183,12 @@ def plot_posterior(idata: Any, *, var_names: Sequence[str], group_dim: str | Non
         grid, dens = kde(x)
         ax.fill_between(grid, dens, color="C0", alpha=0.25, lw=0)
         ax.plot(grid, dens, color="C0", lw=1.5)
-        q05, q25, q75, q95 = np.quantile(x, [0.05, 0.25, 0.75, 0.95])
-        mean = x.mean()
+        (q05, q25, q75, q95), mean = np.quantile(x, [0.05, 0.25, 0.75, 0.95]), x.mean()
         y0 = -0.06 * dens.max()
         ax.plot([q05, q95], [y0, y0], color=_INTERVAL_COLOR, lw=1.2, solid_capstyle="butt")
         ax.plot([q25, q75], [y0, y0], color=_INTERVAL_COLOR, lw=4, solid_capstyle="butt")
         ax.plot([mean], [y0], "o", color="white", mec=_INTERVAL_COLOR, ms=5)
-        ax.set_title(
-            f"{label}\nmean {_plain(mean)}, 90% [{_plain(q05)}, {_plain(q95)}]", fontsize=9
-        )
+        ax.set_title(f"{label}\nmean {plain(mean)}, 90% [{plain(q05)}, {plain(q95)}]", fontsize=9)
         ax.set_yticks([])
         ax.spines[["left", "right", "top"]].set_visible(False)
         ax.tick_params(labelsize=8)
@@ -290,11 +289,8 @@ def plot_forest(
     corr_height = 0.35 + 0.3 * len(correlations) if correlations else 0.0
     gap = 0.75
     heading = f"Group coefficients by {group_dim} (50% and 90% intervals{subset})"
-    xlabel = "coefficient value (dot: posterior mean, as in the posterior plot)"
-    # wide enough for the title (11 pt) and the x label (9 pt): ~0.55 em per character
-    text_width = max(len(heading) * 11, len(xlabel) * 9) * 0.55 / 72 + 0.4
     fig = figure(
-        max(label_width + 0.3 + 2.9 * len(columns), text_width),
+        max(label_width + 0.3 + 2.9 * len(columns), _common.text_width((heading, 11))),
         height + (corr_height + gap if correlations else 0.0),
         left=label_width,
         right=0.25,
@@ -329,7 +325,7 @@ def plot_forest(
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
     suptitle(fig, heading)
-    fig.supxlabel(xlabel, fontsize=9)
+    fig.supxlabel("coefficient value (dot: posterior mean)", fontsize=9)
     return fig
 
 
@@ -339,8 +335,7 @@ def _correlation_panel(ax: Axes, post: Any, names: Sequence[str], fontsize: int)
     for row, name in enumerate(names):
         values = post[name].values.ravel()
         q05, q25, q75, q95 = np.quantile(values, [0.05, 0.25, 0.75, 0.95])
-        ax.hlines(row, q05, q95, color=_INTERVAL_COLOR, lw=0.9)
-        ax.hlines(row, q25, q75, color=_INTERVAL_COLOR, lw=3)
+        ax.hlines([row, row], [q05, q25], [q95, q75], color=_INTERVAL_COLOR, lw=[0.9, 3])
         ax.plot(values.mean(), row, "o", color="white", mec=_INTERVAL_COLOR, ms=3.2, mew=0.9)
     ax.axvline(0, color="0.4", ls="--", lw=0.9)
     ax.set_xlim(-1, 1)
@@ -593,12 +588,6 @@ def _diverging(idata: Any, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     mask = np.asarray(sample_stats["diverging"].transpose("chain", "draw").values, dtype=bool)
     return mask if mask.shape == tuple(shape) else None
-
-
-def _plain(x: float) -> str:
-    """~4 significant digits, no exponent in [1e-4, 1e7): 1527, 46.73 (not 1.53e+03)."""
-    magnitude = int(np.floor(np.log10(abs(x)))) if x != 0 and np.isfinite(x) else 99
-    return f"{x:.3g}" if not -4 <= magnitude < 7 else f"{x:.{max(0, 3 - magnitude)}f}"
 
 
 def _scalar_mean(post: Any, name: str) -> float | None:
