@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import platform
 import sys
 import time
@@ -27,6 +28,7 @@ from hbreg.data import ModelData, load_model_data, with_formula_roles
 from hbreg.errors import ConfigError
 from hbreg.inference import ProgressCallback, resolve_backend, sample
 from hbreg.names import (
+    CATEGORICAL_LEVELS,
     COEF_DIM,
     DESIGN,
     GROUP_INDEX,
@@ -323,7 +325,8 @@ def constant_data(data: ModelData, config: Config):
     priors on its group coefficients, those priors (what integrated LOO integrates over);
     as attributes the family, whether the group effects are correlated and the number of
     grouping factors (with several, the group fields describe the one with the most
-    levels). Names: `hbreg.names`.
+    levels), and the levels of a formula's categorical columns in coded order.
+    Names: `hbreg.names`.
     """
     import xarray as xr
 
@@ -360,6 +363,8 @@ def constant_data(data: ModelData, config: Config):
         "grouping_factors": len(data.factors) or int(data.group_idx is not None),
         "standardize": int(bool(config.model.standardize)),
     }
+    if data.levels:
+        attrs[CATEGORICAL_LEVELS] = json.dumps(data.levels)
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 

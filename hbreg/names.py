@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "CATEGORICAL_LEVELS",
     "COEF_DIM",
     "DESIGN",
     "GROUP_INDEX",
@@ -71,6 +72,9 @@ GROUP_PREDICTORS = "group_X"
 GROUP_PREDICTOR_DIM = "group_predictor"
 PRIOR_MEAN = "prior_mean"  # fixed Normal prior of unpooled varying coefficients (by coef)
 PRIOR_SD = "prior_sd"
+# An attribute of constant_data in formula runs with categorical columns: JSON of each
+# column's levels in coded order (reference first), so predict codes new rows alike.
+CATEGORICAL_LEVELS = "categorical_levels"
 ROW_COLUMNS = ("trials", "offset", "weights")  # binomial trials, offset, likelihood weights
 _RESERVED_DIMS = (*SAMPLE_DIMS, "obs", COEF_DIM, GROUP_PREDICTOR_DIM)
 

@@ -61,6 +61,7 @@ class FormulaDesign:
     coef_names: list[str]
     factors: list[FactorDesign]
     notes: list[str] = field(default_factory=list)
+    levels: dict[str, list] = field(default_factory=dict)  # categorical column -> coded order
 
 
 def apply_reference_levels(frame: pd.DataFrame, levels: dict, formula: Formula) -> pd.DataFrame:
@@ -116,7 +117,7 @@ def formula_design(frame: pd.DataFrame, formula: Formula, *, source: str) -> For
                     block.text,
                 )
             )
-    return FormulaDesign(X, coef_names, _merged(factors, coef_names), notes)
+    return FormulaDesign(X, coef_names, _merged(factors, coef_names), notes, _levels(common))
 
 
 def _merged(factors: list[FactorDesign], coef_names: list[str]) -> list[FactorDesign]:
@@ -167,6 +168,25 @@ def _design(rhs: str, frame: pd.DataFrame, formula: Formula, source: str):
         raise DataError(
             f"{source}: model.formula term '{rhs}' cannot be evaluated: {text}"
         ) from None
+
+
+def _levels(common) -> dict[str, list]:
+    """Each categorical column of the population design -> its levels in coded order.
+
+    The reference level comes first; `C(n)` of a numeric column keeps its numbers. This is
+    what `hbreg predict` needs to code new rows the same way (stored in `idata.nc`).
+    """
+    levels: dict[str, list] = {}
+    for term in common.terms.values():
+        for component in getattr(term, "components", []):
+            if getattr(component, "kind", None) != "categoric":
+                continue
+            column = component.name
+            if type(component).__name__ == "Call":
+                column = getattr(component.call.args[0], "name", column)
+            values = [v.item() if isinstance(v, np.generic) else v for v in component.levels]
+            levels.setdefault(column, values)
+    return levels
 
 
 def _reference_notes(common) -> list[str]:

@@ -71,6 +71,7 @@ class ModelData:
     weights: np.ndarray | None = None  # (n,) likelihood weights
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a prior in conflict with the data
+    levels: dict[str, list] = field(default_factory=dict)  # formula categoricals, coded order
     fingerprint: str = ""
     design_checks: list | None = None  # hbreg.data.checks.DesignCheck, filled by fit.prepare
 
@@ -378,6 +379,8 @@ def to_model_data(frame: pd.DataFrame, config: Config, *, source: str = "data") 
         correlated=correlated,
         notes=notes,
     )
+    if formula is not None:
+        data["levels"] = design.levels
     if formula is not None and factors:
         data.update(_encode_factors(frame, factors, source, notes))
     elif group is not None:

@@ -17,7 +17,22 @@ import pandas as pd
 from hbreg.config import Config, coefficient_names
 from hbreg.errors import DataError
 
-__all__ = ["NewRows", "new_rows"]
+__all__ = ["NewFactor", "NewRows", "encode_rows", "new_rows", "quoted"]
+
+
+@dataclass(frozen=True)
+class NewFactor:
+    """One grouping factor of a several-factor formula run, matched to the new rows.
+
+    `idx` indexes the factor's levels in the fit; a level the fit never saw gets
+    `-1 - k`, k indexing `new_labels`. With `--population` it is None (no effects).
+    """
+
+    name: str
+    varying: list[str]  # coefficients with an effect per level of this factor
+    correlated: bool
+    idx: np.ndarray | None
+    new_labels: list[str]
 
 
 @dataclass(frozen=True)
@@ -26,7 +41,7 @@ class NewRows:
 
     `group_idx` indexes the fit's groups for known groups; rows in groups the fit never
     saw get `-1 - k`, k indexing `new_labels`; with no group (pooled models, or
-    `population=True`) it is None.
+    `population=True`) it is None. Several-factor formula runs have `factors` instead.
     """
 
     X: np.ndarray  # (n, p), columns in `coef_names` order
@@ -38,11 +53,26 @@ class NewRows:
     row_group_X: np.ndarray | None = None  # (n, q): group-level predictors per row, population
     trials: np.ndarray | None = None  # (n,) binomial trials of each new row
     offset: np.ndarray | None = None  # (n,) the offset column of each new row
+    factors: tuple[NewFactor, ...] = ()
+
+    @property
+    def new_mask(self) -> np.ndarray | None:
+        """(n,) rows in a group (or, with several factors, any level) the fit never saw."""
+        if self.group_idx is not None:
+            return self.group_idx < 0
+        matched = [f.idx for f in self.factors if f.idx is not None]
+        return np.any([idx < 0 for idx in matched], axis=0) if matched else None
 
     @property
     def n_new_rows(self) -> int:
         """Rows that fall in groups the fit never saw."""
-        return 0 if self.group_idx is None else int((self.group_idx < 0).sum())
+        mask = self.new_mask
+        return 0 if mask is None else int(mask.sum())
+
+    @property
+    def unseen(self) -> list[str]:
+        """The groups the fit never saw; with several factors as `<factor> <level>`."""
+        return list(self.new_labels) + [f"{f.name} {n}" for f in self.factors for n in f.new_labels]
 
 
 def new_rows(
@@ -80,7 +110,33 @@ def new_rows(
         raise DataError(f"{source}: no rows to predict")
     columns = [np.ones(len(frame))] if config.model.intercept else []
     columns += [_numeric(frame[p], p, source) for p in spec.predictors]
-    X = np.column_stack(columns)
+    return encode_rows(
+        frame,
+        np.column_stack(columns),
+        config,
+        source=source,
+        known_labels=known_labels,
+        population=population,
+        new_groups=new_groups,
+    )
+
+
+def encode_rows(
+    frame: pd.DataFrame,
+    X: np.ndarray,
+    config: Config,
+    *,
+    source: str,
+    known_labels: list[str],
+    population: bool,
+    new_groups: str,
+) -> NewRows:
+    """The rows with their design `X` (columns in coefficient_names(config) order).
+
+    The outcome, trials, offset and groups are read from `frame`, its columns checked.
+    """
+    spec = config.data
+    grouped = spec.group is not None and config.model.pooling != "pooled" and not population
     extra = {
         key: _numeric(frame[column], column, source)
         for key, column in (("trials", spec.trials), ("offset", spec.offset))
@@ -114,12 +170,12 @@ def new_rows(
     unseen = list(dict.fromkeys(label for label in labels if label not in index))
     if unseen and config.model.pooling == "unpooled":
         raise DataError(
-            f"{source}: {spec.group} {_quoted(unseen)} not in the fit; an unpooled model has "
+            f"{source}: {spec.group} {quoted(unseen)} not in the fit; an unpooled model has "
             "no population to draw new groups from (fit a hierarchical model to predict them)"
         )
     if unseen and new_groups == "error":
         raise DataError(
-            f"{source}: {spec.group} {_quoted(unseen)} not in the fit "
+            f"{source}: {spec.group} {quoted(unseen)} not in the fit "
             "(--new-groups error); drop those rows or use --new-groups sample"
         )
     new_index = {label: k for k, label in enumerate(unseen)}
@@ -174,6 +230,7 @@ def _row(mask: pd.Series) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0]) + 1
 
 
-def _quoted(labels: list[str], limit: int = 5) -> str:
+def quoted(labels: list[str], limit: int = 5) -> str:
+    """`'a', 'b' and 3 more`: labels for a message."""
     shown = ", ".join(f"'{label}'" for label in labels[:limit])
     return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")

@@ -4,7 +4,11 @@ For every posterior draw s, a row's coefficients are its group's own draws (know
 groups), fresh draws from that draw's population distribution (groups the fit never
 saw: N(mu_s + gamma_s . u, diag(sigma_s) R_s diag(sigma_s)) over the varying
 coefficients, R_s the identity unless the model is correlated; one draw per new group
-shared by all of its rows), or the population means (`population` rows). The linear
+shared by all of its rows), or the population means (`population` rows). With several
+grouping factors (formula runs) a row's coefficients are the population values plus each
+factor's effects of its level: the fit's draws for a known level, fresh draws from
+N(0, diag(sigma_f) R_f diag(sigma_f)) for a level the fit never saw; `population` rows
+leave every factor's effects out. The linear
 predictor plus the offset, through the inverse link, is the expected value (a probability,
 a rate, a mean); the predictive draws the outcome from the family with each draw's own
 parameters (`hbreg.families`).
@@ -25,6 +29,9 @@ from hbreg.config import Config, family_parameters, varying_names
 from hbreg.families import family_of, inverse_link
 from hbreg.names import (
     correlation_pairs,
+    factor_correlation,
+    factor_effect,
+    factor_sd,
     group_predictor_effect,
     group_sd,
     population_mean,
@@ -71,6 +78,7 @@ def predictive_draws(
     n_samples = next(iter(flat.values())).shape[0]
     n_rows = rows.X.shape[0]
     coefs = _coefficients(flat, rows, config, rng)
+    effects = _factor_effects(flat, rows, rng)
     _, first, inverse = np.unique(_design_key(rows), axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()  # first: one representative row per distinct design
     summaries = {key: np.empty((4, len(first))) for key in ("expected", "predicted")}
@@ -83,7 +91,7 @@ def predictive_draws(
     for start in range(0, len(first), step):
         stop = min(start + step, len(first))
         designs = first[start:stop]
-        eta = _linear_predictor(coefs, rows, designs, n_samples).T  # (designs, S)
+        eta = _linear_predictor(coefs, effects, rows, designs, n_samples).T  # (designs, S)
         if rows.offset is not None:
             eta += rows.offset[designs][:, None]
         mu = inverse_link(link, eta)  # the expected value on the outcome's scale
@@ -122,6 +130,7 @@ def _design_key(rows: NewRows) -> np.ndarray:
         parts.append(rows.group_idx[:, None].astype(float))
     if rows.row_group_X is not None:
         parts.append(rows.row_group_X)
+    parts += [f.idx[:, None].astype(float) for f in rows.factors if f.idx is not None]
     return np.column_stack(parts)
 
 
@@ -168,6 +177,10 @@ def _coefficients(flat, rows: NewRows, config: Config, rng) -> list:
     groups)) for a varying one; ("population", mean (S,), gammas (S, q) or None) for
     population rows.
     """
+    if rows.factors:  # several factors: population values here, effects in `_factor_effects`
+        varying = {c for f in rows.factors for c in f.varying}
+        names = [population_mean(c) if c in varying else c for c in rows.coef_names]
+        return [("fixed", flat[name]) for name in names]
     varying = varying_names(config)
     gps = list(config.data.group_predictors)
     fresh = None
@@ -202,14 +215,50 @@ def _new_group_draws(flat, rows: NewRows, config: Config, varying, gps, rng) -> 
         if gammas is not None:
             mean[:, :, a] += gammas @ rows.new_group_X.T
     sd = np.column_stack([flat[group_sd(coef)] for coef in varying])  # (S, k)
+    pairs = correlation_pairs(varying) if config.model.correlated else []
+    return mean + _correlated_normal(flat, sd, pairs, len(rows.new_labels), rng)
+
+
+def _factor_effects(flat, rows: NewRows, rng) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(design column, effects (S, known + new levels), each row's column into them).
+
+    One entry per factor and coefficient varying by it; a level the fit never saw gets,
+    per draw, a fresh effect from N(0, diag(sigma_f) R_f diag(sigma_f)).
+    """
+    result = []
+    for factor in rows.factors:
+        if factor.idx is None:
+            continue
+        fresh = None
+        if factor.new_labels:
+            sd = np.column_stack([flat[factor_sd(c, factor.name)] for c in factor.varying])
+            pairs = [
+                (a, b, factor_correlation(factor.varying[b], factor.varying[a], factor.name))
+                for a, b, _ in correlation_pairs(factor.varying)
+                if factor.correlated
+            ]
+            fresh = _correlated_normal(flat, sd, pairs, len(factor.new_labels), rng)
+        for a, coef in enumerate(factor.varying):
+            known = flat[factor_effect(coef, factor.name)]
+            values = known if fresh is None else np.concatenate([known, fresh[:, :, a]], axis=1)
+            columns = np.where(factor.idx >= 0, factor.idx, known.shape[1] + (-1 - factor.idx))
+            result.append((rows.coef_names.index(coef), values, columns))
+    return result
+
+
+def _correlated_normal(flat, sd: np.ndarray, pairs, n_groups: int, rng) -> np.ndarray:
+    """(S, n_groups, k) draws from N(0, diag(sd_s) R_s diag(sd_s)) per draw s.
+
+    R_s holds the named correlations `pairs` ((a, b, name)); the identity without them.
+    """
+    n_samples, k = sd.shape
     corr = np.broadcast_to(np.eye(k), (n_samples, k, k)).copy()
-    if config.model.correlated:
-        for a, b, name in correlation_pairs(varying):
-            corr[:, a, b] = corr[:, b, a] = flat[name]
+    for a, b, name in pairs:
+        corr[:, a, b] = corr[:, b, a] = flat[name]
     cov = sd[:, :, None] * corr * sd[:, None, :]
     low = np.linalg.cholesky(cov + 1e-12 * np.eye(k))  # (S, k, k)
-    z = rng.standard_normal(mean.shape)
-    return mean + np.einsum("sab,sgb->sga", low, z)
+    z = rng.standard_normal((n_samples, n_groups, k))
+    return np.einsum("sab,sgb->sga", low, z)
 
 
 def _gammas(flat, coef: str, config: Config, gps: list[str]) -> np.ndarray | None:
@@ -221,8 +270,11 @@ def _gammas(flat, coef: str, config: Config, gps: list[str]) -> np.ndarray | Non
     return np.column_stack([flat[group_predictor_effect(coef, gp)] for gp in gps])
 
 
-def _linear_predictor(coefs, rows: NewRows, which: np.ndarray, n_samples: int) -> np.ndarray:
-    """(S, len(which)): the sum over design columns of coefficient draws times values."""
+def _linear_predictor(coefs, effects, rows: NewRows, which: np.ndarray, n_samples) -> np.ndarray:
+    """(S, len(which)): the sum over design columns of coefficient draws times values.
+
+    Several-factor runs add each factor's effects (`_factor_effects`) times their columns.
+    """
     X = rows.X[which]
     mu = np.zeros((n_samples, X.shape[0]))
     columns = None
@@ -242,4 +294,6 @@ def _linear_predictor(coefs, rows: NewRows, which: np.ndarray, n_samples: int) -
             if gammas is not None:
                 mean = mean + gammas @ rows.row_group_X[which].T
             mu += mean * X[:, j]
+    for j, values, level_columns in effects:
+        mu += values[:, level_columns[which]] * X[:, j]
     return mu

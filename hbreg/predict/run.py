@@ -24,6 +24,7 @@ from hbreg.data.load import read_table
 from hbreg.errors import DataError
 from hbreg.predict.design import NewRows, new_rows
 from hbreg.predict.draws import PredictiveDraws, predictive_draws
+from hbreg.predict.formula import formula_rows
 from hbreg.runs import RunDirectory, RunInfo, elapsed, load_run
 
 __all__ = ["PredictionResult", "predict"]
@@ -62,26 +63,31 @@ def predict(
         raise DataError(f"--new-groups must be one of {', '.join(NEW_GROUPS)}, got '{new_groups}'")
     run = _complete_run(Path(run_dir))
     config = load_config(run.path / "config.yaml")
-    if config.model.formula is not None:
-        raise DataError(
-            f"run '{run.path}' was fitted from model.formula '{config.model.formula}'; "
-            "hbreg predict encodes new rows for configs written with roles (data.outcome, "
-            "data.predictors, data.group) and does not yet encode formula designs "
-            "(categorical levels, transforms, several grouping factors)"
-        )
     source = f"data file '{data_path}'"
     frame = read_table(Path(data_path), key="--data")
     idata = _open_idata(run)
     posterior = idata["posterior"].to_dataset()
-    labels = _group_labels(posterior, config)
-    rows = new_rows(
-        frame,
-        config,
-        source=source,
-        known_labels=labels,
-        population=population,
-        new_groups=new_groups,
-    )
+    if config.model.formula is not None:
+        if "constant_data" not in idata:
+            raise DataError(f"run '{run.path}' has no constant_data in idata.nc; refit it")
+        config, rows = formula_rows(
+            frame,
+            config,
+            idata["constant_data"].to_dataset(),
+            posterior,
+            source=source,
+            population=population,
+            new_groups=new_groups,
+        )
+    else:
+        rows = new_rows(
+            frame,
+            config,
+            source=source,
+            known_labels=_group_labels(posterior, config),
+            population=population,
+            new_groups=new_groups,
+        )
     if x is not None and x not in frame.columns:
         raise DataError(f"--x: no column '{x}' in {source}")
     seed = config.sampler.seed if seed is None else seed
@@ -99,8 +105,8 @@ def predict(
         path=run.path,
         rows=len(frame),
         new_group_rows=rows.n_new_rows,
-        new_groups=list(rows.new_labels),
-        population=population or rows.group_idx is None,
+        new_groups=rows.unseen,
+        population=population or rows.new_mask is None,
         log_density=None if rows.y is None else float(np.nansum(draws.log_density)),
         observed_rows=0 if rows.y is None else int(np.isfinite(rows.y).sum()),
         coverage=_coverage(rows, draws),
@@ -162,8 +168,8 @@ def _group_labels(posterior, config: Config) -> list[str]:
 def _table(frame: pd.DataFrame, rows: NewRows, draws: PredictiveDraws, config) -> pd.DataFrame:
     """The inputs, a new-group flag, then the expected value and predictive summaries."""
     table = frame.reset_index(drop=True).copy()
-    if rows.group_idx is not None:
-        table["new_group"] = rows.group_idx < 0
+    if rows.new_mask is not None:
+        table["new_group"] = rows.new_mask
     for prefix, values in (("expected", draws.expected), ("predicted", draws.predicted)):
         for key in ("mean", "q5", "q50", "q95"):
             table[f"{prefix}_{key}"] = values[key]
