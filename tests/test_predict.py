@@ -290,28 +290,6 @@ def test_new_groups_follow_each_draws_population_covariance(correlated):
 
 
 @pytest.mark.unit
-def test_formula_runs_are_refused_with_what_is_missing(tmp_path):
-    from typer.testing import CliRunner
-
-    from hbreg.cli import app
-
-    run = tmp_path / "2026-01-01_00-00-00_sleep"
-    run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({"status": "complete", "kind": "fit"}))
-    (run / "idata.nc").write_bytes(b"")
-    (run / "config.yaml").write_text(
-        "name: sleep\ndata: {dataset: sleepstudy}\n"
-        "model: {formula: 'Reaction ~ Days + (Days | Subject)'}\n"
-    )
-    rows = tmp_path / "rows.csv"
-    pd.DataFrame({"Days": [1.0], "Subject": ["308"]}).to_csv(rows, index=False)
-    result = CliRunner().invoke(app, ["predict", str(run), "--data", str(rows)])
-    assert result.exit_code == 2
-    assert "does not yet encode formula designs" in " ".join(result.output.split())
-    assert not (run / "predictions").exists()
-
-
-@pytest.mark.unit
 def test_expected_values_and_draws_are_on_the_family_scale():
     from hbreg.predict.draws import predictive_draws
 
