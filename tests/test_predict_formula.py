@@ -119,6 +119,10 @@ def test_unseen_subject_is_wider_and_centred_on_the_population(runs):
             "known levels: baseline, deprived",
         ),
         ({"Days": [1], "Subject": [308]}, "column(s) ['phase'] needed by the fit's formula"),
+        (
+            {"Days": ["x"], "phase": ["baseline"], "Subject": [308]},
+            "column 'Days' needs numbers (the fit read it as numeric); row 1 holds 'x'",
+        ),
     ],
 )
 def test_unseen_level_and_missing_column_exit_2_and_write_nothing(runs, rows, message):

@@ -71,13 +71,25 @@ def formula_rows(
         raise DataError(f"{source}: no rows to predict")
     stored = constant.attrs.get(CATEGORICAL_LEVELS)
     levels = json.loads(stored) if stored is not None else {}
+    for column in dict.fromkeys(c for c in needed if c not in factor_columns):
+        blank = frame[column].isna().to_numpy()
+        if blank.any():
+            raise DataError(
+                f"{source}: column '{column}' is empty in row {np.flatnonzero(blank)[0] + 1}"
+            )
     design = _design(frame, formula, levels, source)
-    if design.levels and stored is None:
-        raise DataError(
-            f"run fitted from model.formula '{formula.text}' stores no levels of its "
-            f"categorical column(s) {list(design.levels)} (fitted by an older hbreg); refit it"
-        )
     fitted = [str(c) for c in constant[COEF_DIM].values]
+    for column in design.levels.keys() - levels.keys():
+        if stored is None and column not in fitted:
+            raise DataError(
+                f"run fitted from model.formula '{formula.text}' stores no levels of its "
+                f"categorical column '{column}' (fitted by an older hbreg); refit it"
+            )
+        text = frame[column][pd.to_numeric(frame[column], errors="coerce").isna()]
+        raise DataError(
+            f"{source}: column '{column}' needs numbers (the fit read it as numeric); "
+            f"row {frame.index.get_loc(text.index[0]) + 1} holds {text.iloc[0]!r}"
+        )
     if design.coef_names != fitted:
         raise DataError(
             f"{source}: the formula codes the new rows as {design.coef_names}, the fit had {fitted}"
@@ -139,7 +151,7 @@ def _categorical(values: pd.Series, column: str, known: list, source: str) -> pd
     """`values` as the fit's categorical; a level the fit never saw is refused."""
     lookup = {_level_key(level): level for level in known}
     keys = values.map(_level_key)
-    unseen = [values[i] for i in np.flatnonzero(~keys.isin(lookup.keys()) & values.notna())]
+    unseen = values[~keys.isin(lookup.keys()) & values.notna()].tolist()
     if unseen:
         shown = ", ".join(map(str, known[:20])) + (" ..." if len(known) > 20 else "")
         raise DataError(
