@@ -8,10 +8,9 @@ shared by all of its rows), or the population means (`population` rows). With se
 grouping factors (formula runs) a row's coefficients are the population values plus each
 factor's effects of its level: the fit's draws for a known level, fresh draws from
 N(0, diag(sigma_f) R_f diag(sigma_f)) for a level the fit never saw; `population` rows
-leave every factor's effects out. The linear
-predictor plus the offset, through the inverse link, is the expected value (a probability,
-a rate, a mean); the predictive draws the outcome from the family with each draw's own
-parameters (`hbreg.families`).
+leave every factor's effects out. The linear predictor plus the offset, through the
+inverse link, is the expected value (a probability, a rate, a mean); the predictive draws
+the outcome from the family with each draw's own parameters (`hbreg.families`).
 
 Memory: the work arrays are (draws x rows-in-chunk), about `chunk_values` numbers, so
 100k rows from 4,000 draws never hold the 400M-value matrix; only per-row quantiles and
@@ -234,8 +233,7 @@ def _factor_effects(flat, rows: NewRows, rng) -> list[tuple[int, np.ndarray, np.
             sd = np.column_stack([flat[factor_sd(c, factor.name)] for c in factor.varying])
             pairs = [
                 (a, b, factor_correlation(factor.varying[b], factor.varying[a], factor.name))
-                for a, b, _ in correlation_pairs(factor.varying)
-                if factor.correlated
+                for a, b, _ in (correlation_pairs(factor.varying) if factor.correlated else [])
             ]
             fresh = _correlated_normal(flat, sd, pairs, len(factor.new_labels), rng)
         for a, coef in enumerate(factor.varying):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from hbreg.config import Config
 from hbreg.config.formula import Formula, parse_formula
-from hbreg.data import ModelData, with_formula_roles
+from hbreg.data import GroupFactor, ModelData, with_formula_roles
 from hbreg.data.formula import FactorDesign, formula_design
 from hbreg.errors import DataError
 from hbreg.names import CATEGORICAL_LEVELS, COEF_DIM, GROUP_SIZE
@@ -105,7 +106,12 @@ def formula_rows(
         outcome=formula.outcome,
         group_dim=group_dim,
         correlated=bool(main and main.correlated),
-        factors=tuple(design.factors) if len(design.factors) > 1 else (),
+        factors=tuple(
+            GroupFactor(f.name, np.empty(0, np.int64), [], list(f.varying), f.correlated, f.term)
+            for f in design.factors
+        )
+        if len(design.factors) > 1
+        else (),
     )
     resolved = with_formula_roles(config, shape)
     keyed = frame.assign(**{f.name: _key(frame, f) for f in design.factors})
@@ -127,7 +133,7 @@ def formula_rows(
     matched = tuple(
         _new_factor(keyed, f, posterior, population, new_groups, source) for f in design.factors
     )
-    return resolved, NewRows(**{**rows.__dict__, "factors": matched})
+    return resolved, replace(rows, factors=matched)
 
 
 def _design(frame: pd.DataFrame, formula: Formula, levels: dict[str, list], source: str):
