@@ -114,8 +114,13 @@ def test_hierarchical_ranks_above_pooled(compared, fits):
 
 def test_conditional_loo_counts_group_coefficients(fits, tmp_path):
     runs = [load_run(fits[name]) for name in RADON]
-    table = compare_runs(runs, root=tmp_path, cv="conditional").table
+    result = compare_runs(runs, root=tmp_path, cv="conditional")
+    table = result.table
     assert (table["cv"] == "loo").all()
+    # rows are listed as a person counts them, from 1, and the warning says so
+    listed = [int(u) for u in "; ".join(table["pareto_k_high_units"].astype(str)).split("; ") if u]
+    assert min(listed) >= 1
+    assert any("counted from 1 among the rows the fit used" in w for w in result.warnings)
     p = dict(zip(table["run"], table["p"], strict=True))
     assert 1 < p["radon_pooled"] < 6 < p["radon_hier"] < p["radon_unpooled"]
     # the Pareto k count matches the listed observations; small counties give high k

@@ -240,8 +240,11 @@ def compare_table(
         item, elpd = by_label[label], elpds[label]
         if elpd.pareto_k is not None:
             k = np.asarray(elpd.pareto_k.values, dtype=float).ravel()
-            units = np.asarray(elpd.pareto_k[elpd.pareto_k.dims[0]].values).ravel()
+            dim = elpd.pareto_k.dims[0]
+            units = np.asarray(elpd.pareto_k[dim].values).ravel()
             high = units[k > PARETO_K_THRESHOLD]
+            if dim == "obs":  # rows as a person counts them: from 1
+                high = high.astype(int) + 1
             k_max, good_k = float(np.nanmax(k)), float(elpd.good_k)
         else:  # K-fold: no importance sampling, nothing to diagnose
             high, k_max, good_k = np.array([]), float("nan"), float("nan")
@@ -311,7 +314,9 @@ def cv_warnings(
             out.append(
                 f"{row['run']}: {row['pareto_k_high']} of {row['n_units']} {unit} have "
                 f"Pareto k > {PARETO_K_THRESHOLD} (max {row['pareto_k_max']:.2f}; "
-                f"{'groups' if per_group else 'obs'} {listed}), so its {CV_TITLES[row['cv']]} "
+                f"{'groups' if per_group else 'rows'} {listed}"
+                f"{'' if per_group else ', counted from 1 among the rows the fit used'}), "
+                f"so its {CV_TITLES[row['cv']]} "
                 "elpd is unreliable and likely too optimistic. These "
                 f"{unit} are highly influential (often small groups); {advice}." + loose
             )

@@ -90,29 +90,29 @@ def markdown(table, verdict, warn, notes, outcome, n_obs, files, *, k=None) -> s
 
 def render_comparison(console: Console, result: ComparisonResult) -> None:
     """The ranking table, the verdict, warnings and notes, and the compare directory last."""
-    from rich import box
-    from rich.table import Table
+    from rich.text import Text
+
+    from hbreg.terminal import print_table
 
     kind = result.table["cv"].iloc[0]
-    table = Table(
-        title=f"{cv_title(kind, result.k)} comparison: '{result.outcome}', "
-        f"{_units(result.table, result.n_obs)}",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 0),
-        pad_edge=False,
-    )
     # every row has the same kind, named in the title: the terminal table leaves its column out
     shown = [i for i, column in enumerate(_COLUMNS) if column != "cv"]
-    for i in shown:
-        left = _COLUMNS[i] in ("run", "pooling")
-        table.add_column(_COLUMNS[i], justify="left" if left else "right", no_wrap=True)
+    rows = []
     for _, r in result.table.iterrows():
         cells = _cells(r)
         k_high = cells[-1]
-        cells = [cells[i] for i in shown[:-1]]
-        table.add_row(*cells, f"[yellow]{k_high}" if r["pareto_k_high"] else k_high)
-    console.print(table)
+        rows.append(
+            [cells[i] for i in shown[:-1]]
+            + [Text(k_high, style="yellow") if r["pareto_k_high"] else k_high]
+        )
+    print_table(
+        console,
+        [_COLUMNS[i] for i in shown],
+        rows,
+        title=f"{cv_title(kind, result.k)} comparison: '{result.outcome}', "
+        f"{_units(result.table, result.n_obs)}",
+        justify=["left" if _COLUMNS[i] in ("run", "pooling") else "right" for i in shown],
+    )
     console.print(f"cv: {cv_description(kind, result.k)}", highlight=False)
     console.print(result.verdict, highlight=False)
     for warning in result.warnings:
