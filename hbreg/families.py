@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FAMILIES", "LINKS", "Family", "family_of", "inverse_link", "pymc_likelihood"]
+__all__ = [
+    "FAMILIES",
+    "LINKS",
+    "Family",
+    "family_of",
+    "inverse_link",
+    "link_of",
+    "pymc_likelihood",
+]
 
 LINKS = ("identity", "logit", "probit", "log")
 
@@ -171,6 +179,21 @@ FAMILIES: dict[str, Family] = {
         draw=_negbin_draw,
     ),
 }
+
+
+def link_of(family: str, link: str | None) -> str:
+    """The link of `family`: `link` if the family takes it, its usual one when None.
+
+    Raises ValueError (for the schemas to report) when the family does not take `link`.
+    """
+    links = FAMILIES[family].links
+    if link is None:
+        return links[0]
+    if link not in links:
+        raise ValueError(
+            f"link '{link}' does not go with family '{family}'; it takes {', '.join(links)}"
+        )
+    return link
 
 
 def family_of(name: str) -> Family:

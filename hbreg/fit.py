@@ -155,7 +155,6 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
     from hbreg.models.build import parameterization_note
     from hbreg.models.pointwise import pointwise_groups
     from hbreg.models.standardize import standardize, to_user_scale
-    from hbreg.plots.fit import save_plots
     from hbreg.stats.diagnostics import diagnose, divergence_report
     from hbreg.stats.summary import summarize
 
@@ -198,18 +197,7 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
     # can take the process down with it.
     encoding = _netcdf_encoding(idata)
     run.write_bytes("idata.nc", bytes(idata.to_netcdf(engine="h5netcdf", encoding=encoding)))
-    save_plots(
-        idata,
-        run.path / "plots",
-        kinds=config.output.plots,
-        population_vars=built.population_vars,
-        group_vars=built.group_vars,
-        group_dim=data.group_dim,
-        pair_vars=built.pair_vars,
-        outcome=data.outcome,
-        correlation_vars=built.correlation_vars,
-        family=config.model.family,
-    )
+    _save_plots(idata, run, config, data, built, kinds=config.output.plots)
     timings["report"] = elapsed(step)
     return FitResult(
         path=run.path,
@@ -229,7 +217,6 @@ def _prior_into(run, config, data, timings) -> FitResult:
     """A prior-only run: the same directory, with prior draws and the prior predictive."""
     import xarray as xr
 
-    from hbreg.plots.fit import save_plots
     from hbreg.prior import prior_check, prior_draws, prior_report
     from hbreg.stats.summary import summarize
 
@@ -262,18 +249,8 @@ def _prior_into(run, config, data, timings) -> FitResult:
     view = xr.DataTree.from_dict(
         {"posterior": prior, "posterior_predictive": predictive, "observed_data": observed}
     )
-    save_plots(
-        view,
-        run.path / "plots",
-        kinds=[k for k in config.output.plots if k in ("posterior", "forest", "ppc", "pair")],
-        population_vars=built.population_vars,
-        group_vars=built.group_vars,
-        group_dim=data.group_dim,
-        pair_vars=built.pair_vars,
-        outcome=data.outcome,
-        correlation_vars=built.correlation_vars,
-        prior_only=True,
-    )
+    shown = [k for k in config.output.plots if k in ("posterior", "forest", "ppc", "pair")]
+    _save_plots(view, run, config, data, built, kinds=shown, prior_only=True)
     timings["report"] = elapsed(step)
     return FitResult(
         path=run.path,
@@ -286,6 +263,24 @@ def _prior_into(run, config, data, timings) -> FitResult:
         notes=list(data.notes),
         design_checks=list(data.design_checks or []),
         prior_check=check,
+    )
+
+
+def _save_plots(tree, run, config, data, built, *, kinds, prior_only: bool = False) -> None:
+    from hbreg.plots.fit import save_plots
+
+    save_plots(
+        tree,
+        run.path / "plots",
+        kinds=kinds,
+        population_vars=built.population_vars,
+        group_vars=built.group_vars,
+        group_dim=data.group_dim,
+        pair_vars=built.pair_vars,
+        outcome=data.outcome,
+        correlation_vars=built.correlation_vars,
+        family=config.model.family,
+        prior_only=prior_only,
     )
 
 

@@ -84,7 +84,7 @@ def _config(**model):
     [
         ({"family": "binomial"}, "needs data.trials"),
         ({"family": "poisson", "data": {"trials": "size"}}, "data.trials is for model.family"),
-        ({"family": "poisson", "link": "logit"}, "model.link 'logit' does not go with family"),
+        ({"family": "poisson", "link": "logit"}, "link 'logit' does not go with family 'poisson'"),
         ({"family": "bernoulli", "parameterization": "marginal"}, "only a Gaussian likelihood"),
         ({"family": "student_t", "data": {"predictors": ["nu"]}}, "'nu' would name both"),
         (

@@ -23,7 +23,7 @@ from pydantic import (
 
 from hbreg.config.formula import FormulaError, outcome_of, parse_formula
 from hbreg.config.priors import PriorProblem, check_correlation_prior, check_prior
-from hbreg.families import FAMILIES, LINKS
+from hbreg.families import FAMILIES, LINKS, link_of
 from hbreg.names import (
     RESIDUAL_SD,
     clashes,
@@ -119,14 +119,9 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _link_of_the_family(self):
-        links = FAMILIES[self.family].links
-        if self.link is None:
-            self.link = links[0]
-        elif self.link not in links:
-            raise ValueError(
-                f"model.link '{self.link}' does not go with family '{self.family}'; "
-                f"it takes {', '.join(links)}"
-            )
+        link = link_of(self.family, self.link)
+        if link != self.link:  # assigning validates again: only when it changes
+            self.link = link
         return self
 
     @field_validator("formula")

@@ -31,7 +31,7 @@ from hbreg.config import (
 )
 from hbreg.config.schema import _Section
 from hbreg.errors import ConfigError
-from hbreg.families import FAMILIES, LINKS
+from hbreg.families import FAMILIES, LINKS, link_of
 from hbreg.names import INTERCEPT, RESIDUAL_SD
 
 __all__ = [
@@ -193,14 +193,9 @@ class GenerateConfig(_Section):
 
     @model_validator(mode="after")
     def _link_of_the_family(self):
-        links = FAMILIES[self.family].links
-        if self.link is None:
-            self.link = links[0]
-        elif self.link not in links:
-            raise ValueError(
-                f"link '{self.link}' does not go with family '{self.family}'; "
-                f"it takes {', '.join(links)}"
-            )
+        link = link_of(self.family, self.link)
+        if link != self.link:  # assigning validates again: only when it changes
+            self.link = link
         return self
 
 
