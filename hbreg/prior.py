@@ -27,18 +27,25 @@ def prior_draws(config: Config, data: ModelData, *, seed: int):
     """(prior, prior_predictive, built): xarray Datasets with (chain, draw) like a posterior."""
     import pymc as pm
 
+    from hbreg.models import build_model
+    from hbreg.models.standardize import standardize, to_user_scale
+
     explicit = "noncentered" if config.model.pooling == "hierarchical" else "centered"
     forward = config.model_copy(deep=True)
     forward.model.parameterization = explicit
-    from hbreg.models import build_model
-
-    built = build_model(forward, data)
+    # with model.standardize the priors apply on the standardized scale, as when fitting
+    sampled_data, scaling = standardize(config, data)
+    built = build_model(forward, sampled_data)
     total = config.sampler.chains * config.sampler.draws
     with built.model:
         tree = pm.sample_prior_predictive(draws=total, random_seed=seed)
     prior = _by_chain(tree["prior"].to_dataset(), config.sampler.chains)
     prior = prior.drop_vars([v for v in built.internal_vars if v in prior])
     predictive = _by_chain(tree["prior_predictive"].to_dataset(), config.sampler.chains)
+    if scaling is not None:
+        prior = to_user_scale(prior, scaling, data)
+        outcome = predictive[data.outcome] * scaling.outcome_sd + scaling.outcome_mean
+        predictive = predictive.assign({data.outcome: outcome})
     return prior, predictive, built
 
 

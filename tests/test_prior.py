@@ -104,3 +104,27 @@ def test_prior_figures_never_read_as_posterior():
     other.subplots().set_title("Group coefficients by county")
     as_prior(other)
     assert other.axes[0].get_title() == "Prior draws: Group coefficients by county"
+
+
+@pytest.mark.sampling
+def test_standardized_priors_are_drawn_on_the_standardized_scale(
+    cli, write_config, radon_hier_config, tmp_path
+):
+    config = {**radon_hier_config, "model": {"pooling": "hierarchical", "standardize": True}}
+    run, _ = _prior_run(
+        cli,
+        write_config,
+        config,
+        tmp_path,
+        {**UNIT_PRIORS, "sigma": {"dist": "HalfNormal", "sigma": 0.1}},
+    )
+    summary = pd.read_csv(run / "summary.csv", index_col=0)
+    # sigma ~ HalfNormal(0.1) in units of sd(y): its mean on the user scale is 0.1 sqrt(2/pi) sd(y)
+    from hbreg.data import BUILTIN_DATASETS
+
+    sd_y = BUILTIN_DATASETS["radon"].load()["log_radon"].std(ddof=0)
+    assert summary.loc["sigma", "mean"] == pytest.approx(
+        0.1 * (2 / 3.14159265) ** 0.5 * sd_y, rel=0.1
+    )
+    check = json.loads((run / "manifest.json").read_text())["prior_predictive"]
+    assert not check["too_wide"]
