@@ -281,16 +281,9 @@ def list_runs(root: str | Path, *, kind: str | None = None) -> list[RunInfo]:
     Runs marked failed or interrupted are listed with that status; a directory without
     a readable manifest is listed as `incomplete`. Only `complete` runs are complete.
     """
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    try:
-        children = sorted(root.iterdir())
-    except OSError as exc:
-        raise OutputError(f"cannot list runs in '{root}': {_reason(exc)}") from None
     runs = []
-    for child in children:
-        if child.name.startswith(".") or not child.is_dir():
+    for child in _directories(root):
+        if child.name.startswith("."):
             continue
         try:
             info = load_run(child)
@@ -302,6 +295,17 @@ def list_runs(root: str | Path, *, kind: str | None = None) -> list[RunInfo]:
     return runs
 
 
+def _directories(root: str | Path) -> list[Path]:
+    """The directories directly under an output root, sorted; none when it does not exist."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    try:
+        return sorted(child for child in root.iterdir() if child.is_dir())
+    except OSError as exc:
+        raise OutputError(f"cannot list runs in '{root}': {_reason(exc)}") from None
+
+
 _TEMP_PID = re.compile(r"-(\d+)-[0-9a-f]{6}$")
 
 
@@ -311,16 +315,9 @@ def leftovers(root: str | Path) -> list[RunInfo]:
     Status `running` while the process that writes it (its pid is in the name) is alive,
     else `abandoned`: the process was killed before it could mark the run failed.
     """
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    try:
-        children = sorted(root.iterdir())
-    except OSError as exc:
-        raise OutputError(f"cannot list runs in '{root}': {_reason(exc)}") from None
     found = []
-    for child in children:
-        if not child.name.startswith(TEMP_PREFIX) or not child.is_dir():
+    for child in _directories(root):
+        if not child.name.startswith(TEMP_PREFIX):
             continue
         try:
             manifest = dict(load_run(child).manifest)

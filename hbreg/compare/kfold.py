@@ -209,14 +209,9 @@ def _model_data(rows, pooling: str, config):
     )
 
 
-def _log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    top = values.max(axis=axis, keepdims=True)
-    return (top + np.log(np.exp(values - top).mean(axis=axis, keepdims=True))).squeeze(axis)
-
-
 def _held_out_rows(posterior, data, held: np.ndarray) -> np.ndarray:
     """Log E_post p(y_i | theta, b_g) for each held-out row (its group's refitted draws)."""
-    from hbreg.models.pointwise import linear_predictor
+    from hbreg.models.pointwise import linear_predictor, log_mean_exp
 
     n_samples = posterior.sizes["chain"] * posterior.sizes["draw"]
     test = dataclasses.replace(
@@ -228,7 +223,7 @@ def _held_out_rows(posterior, data, held: np.ndarray) -> np.ndarray:
     mu = linear_predictor(posterior, test, np.arange(n_samples))
     sigma = posterior["sigma"].values.reshape(-1)[:, None]
     loglik = -0.5 * ((test.y - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
-    return _log_mean_exp(loglik)
+    return log_mean_exp(loglik)
 
 
 def _held_out_groups(posterior, rows, task, held: np.ndarray):
@@ -237,6 +232,7 @@ def _held_out_groups(posterior, rows, task, held: np.ndarray):
 
     from hbreg.compare.integrated import gaussian_draws
     from hbreg.models.loo import group_loglik
+    from hbreg.models.pointwise import log_mean_exp
 
     group_idx, labels, _ = task["grouping"]
     tree = xr.DataTree.from_dict({"posterior": posterior})
@@ -245,7 +241,7 @@ def _held_out_groups(posterior, rows, task, held: np.ndarray):
     local = np.searchsorted(groups, group_idx[held])
     sub = dataclasses.replace(draws, coef_means=lambda sel: draws.coef_means(sel)[:, groups])
     loglik = group_loglik(rows.X[held], rows.y[held], local, len(groups), sub)
-    return _log_mean_exp(loglik), groups
+    return log_mean_exp(loglik), groups
 
 
 def _assemble(loaded, outcomes, folds, *, by_group, grouping, k, n) -> KFoldResult:

@@ -16,7 +16,7 @@ from hbreg.data import ModelData
 from hbreg.families import family_of, inverse_link
 from hbreg.names import RESIDUAL_SD
 
-__all__ = ["pointwise_groups"]
+__all__ = ["flat_draws", "linear_predictor", "log_mean_exp", "pointwise_groups"]
 
 PPC_DRAWS = 500
 
@@ -29,7 +29,7 @@ def linear_predictor(posterior, data: ModelData, draws: np.ndarray) -> np.ndarra
     if data.offset is not None:
         mu += data.offset
     for j, coef in enumerate(data.coef_names):
-        values = _flat(posterior[coef])[draws]
+        values = flat_draws(posterior[coef])[draws]
         if values.ndim == 2:  # (draws, groups): one value per group
             values = values[:, data.group_idx]
         else:
@@ -47,17 +47,24 @@ def _several_factors(posterior, data: ModelData, draws: np.ndarray) -> np.ndarra
         mu += data.offset
     for j, coef in enumerate(data.coef_names):
         name = population_mean(coef) if population_mean(coef) in posterior else coef
-        mu += _flat(posterior[name])[draws][:, None] * data.X[:, j]
+        mu += flat_draws(posterior[name])[draws][:, None] * data.X[:, j]
     for factor in data.factors:
         for coef in factor.varying:
-            effect = _flat(posterior[factor_effect(coef, factor.name)])[draws]
+            effect = flat_draws(posterior[factor_effect(coef, factor.name)])[draws]
             mu += effect[:, factor.idx] * data.X[:, data.coef_names.index(coef)]
     return mu
 
 
-def _flat(var) -> np.ndarray:
-    values = var.values
+def flat_draws(var) -> np.ndarray:
+    """(chain, draw, ...) -> (chain * draw, ...), as float64: draws in one flat axis."""
+    values = np.asarray(var.values, dtype=float)
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+
+
+def log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Log of the mean of exp(values) along `axis`, computed stably (an elpd over draws)."""
+    top = values.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(values - top).mean(axis=axis, keepdims=True))).squeeze(axis)
 
 
 def pointwise_groups(
@@ -83,7 +90,7 @@ def pointwise_groups(
     n_samples, n_obs = n_chains * n_draws, len(data.y)
     outcome_family = family_of(family)
     own = [*([RESIDUAL_SD] if outcome_family.has_sigma else []), *outcome_family.parameters]
-    params_flat = {name: _flat(posterior[name]) for name in own}
+    params_flat = {name: flat_draws(posterior[name]) for name in own}
     rng = np.random.default_rng(seed)
     dims = ("chain", "draw", "obs")
     coords = {"chain": posterior["chain"].values, "obs": np.arange(n_obs)}

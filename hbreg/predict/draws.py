@@ -26,6 +26,7 @@ import numpy as np
 
 from hbreg.config import Config, family_parameters, varying_names
 from hbreg.families import family_of, inverse_link
+from hbreg.models.pointwise import flat_draws, log_mean_exp
 from hbreg.names import (
     correlation_pairs,
     factor_correlation,
@@ -71,7 +72,7 @@ def predictive_draws(
     observed outcome and the stored draws are per row.
     """
     rng = np.random.default_rng(seed)
-    flat = {name: _flat(posterior[name]) for name in posterior.data_vars}
+    flat = {name: flat_draws(posterior[name]) for name in posterior.data_vars}
     family, link = family_of(config.model.family), config.model.link
     own = {n: flat[n] for n in family_parameters(config)}  # each (S,)
     n_samples = next(iter(flat.values())).shape[0]
@@ -110,7 +111,7 @@ def predictive_draws(
                 stored["predicted"][:, these] = family.draw(kept_mean, kept_own, n_these, rng).T
             if log_density is not None:
                 pointwise = family.loglik(rows.y[these][:, None], mu[local], own, n_these)
-                log_density[these] = _log_mean_exp(pointwise)
+                log_density[these] = log_mean_exp(pointwise, axis=1)
     names = ("mean", "q5", "q50", "q95")
     return PredictiveDraws(
         expected=dict(zip(names, summaries["expected"][:, inverse], strict=True)),
@@ -147,18 +148,6 @@ def _mean_and_quantiles(values: np.ndarray) -> np.ndarray:
     weight = positions - low
     quantiles = part[:, low] * (1 - weight) + part[:, high] * weight
     return np.vstack([values.mean(axis=-1), quantiles.T])
-
-
-def _log_mean_exp(log_values: np.ndarray) -> np.ndarray:
-    """Log of the mean over draws (last axis) of exp(log_values), computed stably."""
-    top = log_values.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.exp(log_values - top).mean(axis=1))
-
-
-def _flat(var) -> np.ndarray:
-    """(chain, draw, ...) -> (chain * draw, ...), as float64."""
-    values = np.asarray(var.values, dtype=float)
-    return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
 def _kept_draws(n_samples: int, n_rows: int, keep_values: int) -> np.ndarray:
