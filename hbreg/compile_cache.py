@@ -33,6 +33,7 @@ in nutpie.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -77,14 +78,18 @@ def compile_nutpie(model):
     Call with ``numba__fastmath`` set as wanted (PyTensor's keys include the flag).
     Shared variables (data given as inputs) stay inputs: `with_data` swaps them as in nutpie.
     A model with the structure of one compiled earlier in this process (the same graph,
-    constants, names, coords and initial values; only the shared data may differ) reuses
-    that compiled model with its data swapped, skipping PyTensor's function building too.
+    constants, names and coords; only the shared data and the initial values may differ)
+    reuses that compiled model with its data swapped and its own initial point, skipping
+    PyTensor's function building too: the draws are those of a fresh compile.
     """
     structure = _structure(model)
     for seen, compiled in _REUSABLE if structure else ():
         if _same_structure(seen, structure):
             inputs = {var.name for var in compiled.shared_var_keys}
-            return compiled.with_data(**{k: v for k, v in structure["data"].items() if k in inputs})
+            swapped = compiled.with_data(
+                **{k: v for k, v in structure["data"].items() if k in inputs}
+            )
+            return dataclasses.replace(swapped, initial_point_func=_initial_point_func(model))
     compiled = _compile(model)
     if structure and getattr(compiled, "shared_var_keys", None) is not None:
         _REUSABLE.insert(0, (structure, compiled))
@@ -117,12 +122,39 @@ def _structure(model) -> dict | None:
             [v.name for v in model.deterministics],
             {k: tuple(v) if v is not None else None for k, v in model.coords.items()},
             dict(model.named_vars_to_dims),
-            {rv.name: repr(v) for rv, v in model.rvs_to_initial_values.items()},
             [(v.name, str(v.type)) for v in shared],
             [np.ndim(v.get_value()) for v in data],
             pytensor.config.numba__fastmath,
         ),
     }
+
+
+def _initial_point_func(model):
+    """The jittered initial point of `model`, as nutpie's `compile_pymc_model` makes it.
+
+    simulate's replicates start the intercept at their own outcome's mean, so a reused
+    compiled model gets the initial point of the model it now samples.
+    """
+    from nutpie.compile_pymc import (
+        _compute_shapes,
+        _rv_dict_to_flat_array_wrapper,
+        _wrap_with_lock,
+    )
+    from pymc.initial_point import make_initial_point_fn
+
+    initial_point = _wrap_with_lock(
+        make_initial_point_fn(
+            model=model,
+            default_strategy="support_point",
+            jitter_rvs=set(model.free_RVs),
+            return_transformed=True,
+        )
+    )
+    names = [model.rvs_to_values[rv].name for rv in model.free_RVs]
+    shapes = _compute_shapes(model)
+    return _rv_dict_to_flat_array_wrapper(
+        initial_point, names=names, shapes=[shapes[name] for name in names]
+    )
 
 
 def _same_structure(a: dict, b: dict) -> bool:

@@ -28,7 +28,7 @@ MODEL = textwrap.dedent(
         # the data as a shared input (as hbreg's marginal model), the prior as a constant
         y = pytensor.shared(np.array([0.3, -1.2, 0.8, 2.1, 0.0, 1.4]) + shift, name="y_data")
         with pm.Model() as model:
-            mu = pm.Normal("mu", 0, prior_sd)
+            mu = pm.Normal("mu", 0, prior_sd, initval=shift / 2)  # start: like the intercept
             z = pm.Normal("z_signed", 0, 2)
             pm.Deterministic("scale", abs(z) + 0.5)
             pm.Potential("loglik", pm.logp(pm.Normal.dist(mu, abs(z) + 0.5), y).sum())
@@ -127,10 +127,11 @@ def test_one_entry_serves_every_data_set_of_a_structure(monkeypatch, tmp_path):
     with pytensor.config.change_flags(numba__fastmath=False):
         plain = nutpie.compile_pymc_model(_tiny_model(shift=1.0))
     want = _draws(plain)
+    for name, values in _draws(other).items():
+        np.testing.assert_array_equal(values, want[name])
+    # nutpie's with_data swaps the data only: the start stays that of the first model
     swapped = first.with_data(y_data=np.array([0.3, -1.2, 0.8, 2.1, 0.0, 1.4]) + 1.0)
-    for got in (_draws(other), _draws(swapped)):
-        for name in want:
-            np.testing.assert_array_equal(got[name], want[name])
+    assert swapped.compiled_logp_func is first.compiled_logp_func
     _compile_fresh(
         _tiny_model(prior_sd=3.0)
     )  # another structure (a constant changed): another entry
