@@ -6,7 +6,9 @@ before the run directory exists, so a bad input leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -65,6 +67,9 @@ class FitResult:
     design_checks: list = field(default_factory=list)
     standardization: dict | None = None
     prior_check: object | None = None  # hbreg.prior.PriorCheck of a prior-only run
+    # the draws as written to idata.nc (xarray Dataset), for callers that go on with them
+    # (simulate's recovery) instead of reading the file back
+    posterior: object | None = None
 
 
 def prepare(config: Config, *, warn=None) -> tuple[Config, ModelData]:
@@ -128,14 +133,17 @@ def fit(
         config, prepared = prepare(config)
     data = _with_design_checks(config, prepared)
     timings["load"] = elapsed(start)
-    with RunDirectory(
-        root or config.output.root,
-        config.name,
-        **_manifest_base(config, data, command),
-        timings=timings,
-    ) as run:
-        with gc_paused():
-            result = _fit_into(run, config, data, timings, progress)
+    with (
+        gc_paused(),
+        RunDirectory(
+            root or config.output.root,
+            config.name,
+            **_manifest_base(config, data, command),
+            timings=timings,
+        ) as run,
+        _plot_workers(config) as plots,
+    ):
+        result = _fit_into(run, config, data, timings, progress, plots)
         result.path = run.finish(**_manifest_outcome(result))
     return result
 
@@ -148,9 +156,18 @@ def _with_design_checks(config: Config, data: ModelData) -> ModelData:
     return replace(data, design_checks=check_design(config, data))
 
 
-def _fit_into(run, config, data, timings, progress) -> FitResult:
+def _plot_workers(config: Config):
+    """The processes that will draw the run's figures, started now so they are warm by then."""
+    if not config.output.plots:
+        return contextlib.nullcontext()
+    from hbreg.plots.worker import PlotWorkers
+
+    return PlotWorkers(config.output.plots)
+
+
+def _fit_into(run, config, data, timings, progress, plots) -> FitResult:
     if config.sampler.prior_only:
-        return _prior_into(run, config, data, timings)
+        return _prior_into(run, config, data, timings, plots)
     from hbreg.models import build_model, complete_posterior
     from hbreg.models.build import parameterization_note
     from hbreg.models.pointwise import pointwise_groups
@@ -170,6 +187,10 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
     posterior = complete_posterior(built, config, sampled_data, sampled.posterior, seed=seed + 1)
     if scaling is not None:
         posterior = to_user_scale(posterior, scaling, data)
+    kinds = config.output.plots
+    drawn_now = [kind for kind in kinds if kind != "ppc"]  # all they need exists already
+    groups = {"posterior": posterior, "sample_stats": sampled.sample_stats}
+    _send_plots(plots, groups, run, config, data, built, kinds=drawn_now)
     loglik, ppc, note = pointwise_groups(
         posterior,
         data,
@@ -193,15 +214,17 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
         ),
     )
     idata = _inference_data(posterior, sampled.sample_stats, loglik, ppc, data, config, built)
-    # Serialized in memory first: HDF5 failing half-way through a file on a full disk
-    # can take the process down with it.
-    encoding = _netcdf_encoding(idata)
-    run.write_bytes("idata.nc", bytes(idata.to_netcdf(engine="h5netcdf", encoding=encoding)))
-    _save_plots(idata, run, config, data, built, kinds=config.output.plots)
+    shown = ("posterior_predictive", "observed_data")
+    groups = {g: idata[g].to_dataset() for g in shown if g in idata.children}
+    _send_plots(plots, groups, run, config, data, built, kinds=["ppc"] if "ppc" in kinds else [])
+    run.write_bytes("idata.nc", _netcdf_bytes(idata, _netcdf_encoding(idata)))
+    if plots is not None:
+        plots.wait()
     timings["report"] = elapsed(step)
     return FitResult(
         path=run.path,
         summary=summary,
+        posterior=posterior,
         diagnostics=diag,
         key_parameters=built.population_vars,
         parameterization=built.parameterization,
@@ -213,7 +236,7 @@ def _fit_into(run, config, data, timings, progress) -> FitResult:
     )
 
 
-def _prior_into(run, config, data, timings) -> FitResult:
+def _prior_into(run, config, data, timings, plots) -> FitResult:
     """A prior-only run: the same directory, with prior draws and the prior predictive."""
     import xarray as xr
 
@@ -245,12 +268,12 @@ def _prior_into(run, config, data, timings) -> FitResult:
         }
     )
     tree.attrs.update(hbreg_version=__version__, config_hash=_config_hash(config), prior_only=1)
-    run.write_bytes("idata.nc", bytes(tree.to_netcdf(engine="h5netcdf")))
-    view = xr.DataTree.from_dict(
-        {"posterior": prior, "posterior_predictive": predictive, "observed_data": observed}
-    )
+    run.write_bytes("idata.nc", _netcdf_bytes(tree))
+    view = {"posterior": prior, "posterior_predictive": predictive, "observed_data": observed}
     shown = [k for k in config.output.plots if k in ("posterior", "forest", "ppc", "pair")]
-    _save_plots(view, run, config, data, built, kinds=shown, prior_only=True)
+    _send_plots(plots, view, run, config, data, built, kinds=shown, prior_only=True)
+    if plots is not None:
+        plots.wait()
     timings["report"] = elapsed(step)
     return FitResult(
         path=run.path,
@@ -266,11 +289,14 @@ def _prior_into(run, config, data, timings) -> FitResult:
     )
 
 
-def _save_plots(tree, run, config, data, built, *, kinds, prior_only: bool = False) -> None:
-    from hbreg.plots.fit import save_plots
+def _send_plots(plots, groups, run, config, data, built, *, kinds, prior_only=False) -> None:
+    """Hand figures to the plot workers with the InferenceData groups they show."""
+    if plots is None or not kinds:
+        return
+    import xarray as xr
 
-    save_plots(
-        tree,
+    plots.draw(
+        xr.DataTree.from_dict(groups),
         run.path / "plots",
         kinds=kinds,
         population_vars=built.population_vars,
@@ -380,6 +406,18 @@ def _small_int(values: np.ndarray, upper: int) -> np.ndarray:
 _FLOAT32_GROUPS = ("log_likelihood", "posterior_predictive")
 
 
+def _netcdf_bytes(tree, encoding: dict | None = None) -> bytes:
+    """`tree` as the bytes of a netCDF-4 file.
+
+    Serialized in memory first: HDF5 failing half-way through a file on a full disk can
+    take the process down with it. Written by the netCDF-C library (``netcdf4``): 15-20 ms
+    where h5netcdf takes 80-100 ms for a radon fit, whose many small variables each cost
+    h5netcdf a scan of the file's dimensions; every reader (h5netcdf included) reads the
+    same file.
+    """
+    return bytes(tree.to_netcdf(engine="netcdf4", encoding=encoding))
+
+
 def _netcdf_encoding(idata) -> dict:
     return {
         f"/{name}": {
@@ -449,6 +487,7 @@ def _manifest_outcome(result: FitResult) -> dict:
     }
 
 
+@functools.cache  # a process fitting many data sets (simulate, K-fold) looks each up once
 def _version(lib: str) -> str | None:
     try:
         return version(lib)

@@ -1,4 +1,6 @@
-"""Tests for hbreg.plots: every figure kind from a small synthetic InferenceData."""
+"""Tests for hbreg.plots: every figure kind from a small synthetic InferenceData, and the
+background processes that draw a fit's figures (the same files, errors raised in the caller,
+a dead worker reported, no process outliving its run)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from hbreg.plots import fit as plots
 from hbreg.plots.fit import PLOT_KINDS, plot_forest, plot_pair, plot_ppc, plot_trace, save_plots
+from hbreg.plots.worker import PlotWorkers
 
 COUNTIES = ["AITKIN", "ANOKA", "BECKER", "BELTRAMI", "BENTON", "BIG STONE", "BLUE EARTH", "BROWN"]
 N_CHAINS, N_DRAWS, N_OBS = 2, 100, 60
@@ -223,3 +226,75 @@ def test_forest_with_many_groups_shows_an_evenly_spaced_subset():
     assert shown == sorted(shown)  # label order kept
     assert labels[int(np.argmin(centers))] in ticks and labels[int(np.argmax(centers))] in ticks
     assert "100 of 1000 groups" in fig._suptitle.get_text()
+
+
+# ----------------------------------------------------------------------------- plot workers
+
+OPTIONS = dict(
+    population_vars=POPULATION,
+    group_vars=GROUP_VARS,
+    group_dim="county",
+    pair_vars=["mu_floor", "sigma_floor", "floor[AITKIN]"],
+    outcome="y",
+)
+
+
+class _KillsTheWorker:
+    """Unpickled in the worker, it ends that process at once with exit code 3."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+@pytest.mark.process
+def test_workers_write_exactly_the_files_save_plots_writes(tmp_path):
+    idata = _make_idata()
+    here = _save(idata, tmp_path / "here")
+    with PlotWorkers(PLOT_KINDS) as workers:
+        first = [kind for kind in PLOT_KINDS if kind != "ppc"]
+        workers.draw(idata, tmp_path / "there", kinds=first, **OPTIONS)
+        workers.draw(idata, tmp_path / "there", kinds=["ppc"], **OPTIONS)  # later, as a fit does
+        there = workers.wait()
+    assert [p.name for p in there] == [f"{k}.png" for k in [*first, "ppc"]]  # as asked for
+    assert sorted(p.name for p in here) == sorted(p.name for p in there)
+    for mine in here:
+        assert mine.read_bytes() == (tmp_path / "there" / mine.name).read_bytes(), mine.name
+
+
+@pytest.mark.process
+def test_a_drawing_error_is_raised_in_the_caller_as_save_plots_raises_it(tmp_path):
+    idata = _make_idata()
+    bad = {**OPTIONS, "pair_vars": ["floor[NOWHERE]"]}
+    with pytest.raises(ValueError) as in_process:
+        _save(idata, tmp_path / "here", kinds=["pair"], pair_vars=["floor[NOWHERE]"])
+    with PlotWorkers(["pair"]) as workers, pytest.raises(ValueError) as in_worker:
+        workers.draw(idata, tmp_path / "there", kinds=["pair"], **bad)
+        workers.wait()
+    assert str(in_worker.value) == str(in_process.value)
+    assert "NOWHERE" in str(in_worker.value)
+
+
+@pytest.mark.process
+def test_a_worker_that_dies_is_reported_with_how_it_ended(tmp_path):
+    with PlotWorkers(["trace"]) as workers, pytest.raises(RuntimeError) as failed:
+        workers.draw(_KillsTheWorker(), tmp_path, kinds=["trace"], **OPTIONS)
+        workers.wait()
+    assert str(failed.value) == "the process drawing the plots failed: exit code 3"
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.process
+def test_nothing_sent_means_nothing_written(tmp_path):
+    with PlotWorkers(PLOT_KINDS) as workers:
+        workers.draw(_make_idata(), tmp_path / "plots", kinds=[], **OPTIONS)
+        assert workers.wait() == []
+    assert not (tmp_path / "plots").exists()
+
+
+@pytest.mark.process
+def test_no_worker_outlives_a_run_that_failed(tmp_path):
+    with pytest.raises(KeyboardInterrupt), PlotWorkers(PLOT_KINDS) as workers:
+        processes = [worker._process for worker in workers._workers]
+        assert len(processes) == (2 if (os.cpu_count() or 1) >= 2 else 1)
+        raise KeyboardInterrupt  # the fit interrupted before the figures were sent
+    assert all(process.poll() is not None for process in processes)

@@ -308,10 +308,23 @@ def test_user_error_shows_traceback_only_with_debug(cli, tmp_path):
 def test_exception_while_plotting_marks_the_run_failed(
     cli, write_config, radon_hier_config, tmp_path, monkeypatch
 ):
-    def broken_plots(*args, **kwargs):
-        raise ValueError("cannot draw")
+    class BrokenPlots:  # the plot workers raise what drawing raised (tests/test_plots.py)
+        def __init__(self, kinds):
+            pass
 
-    monkeypatch.setattr("hbreg.plots.fit.save_plots", broken_plots)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def draw(self, *args, **kwargs):
+            pass
+
+        def wait(self):
+            raise ValueError("cannot draw")
+
+    monkeypatch.setattr("hbreg.plots.worker.PlotWorkers", BrokenPlots)
     radon_hier_config["sampler"] = dict(TINY)
     config = {
         **radon_hier_config,
