@@ -154,6 +154,7 @@ def test_two_groups_files(two_groups):
         assert config["model"]["intercept"] is False
         assert (fit_dir / "idata.nc").is_file() and (fit_dir / "summary.csv").is_file()
         assert list((fit_dir / "plots").glob("*.png"))  # one replicate: fit plots on
+        assert "log_likelihood" in _idata_groups(fit_dir)  # and its pointwise draws (LOO)
     assert (run / "recovery.png").stat().st_size > 0
     text = (run / "recovery.md").read_text()
     assert "## pooled" in text and "row-weighted mean" in text and "| x1[a] | 1.000 |" in text
@@ -254,6 +255,12 @@ def test_truth_of_a_pooled_fit_is_the_row_weighted_mean(tmp_path):
     )
     # explicit coefficients have no population mean or sd: those get no truth
     assert truth_for(sim, hier) == {"sigma": 1.0, "x[a]": 2.0, "x[b]": -1.0}
+    # the pointwise draws a fit keeps: all by default, none for simulate's many replicates
+    assert pooled.output.pointwise_limit == 25_000_000
+    lean = fit_config(
+        spec, spec.experiments[0], data_path="d", root="f", seed=1, plots=False, pointwise=False
+    )
+    assert lean.output.pointwise_limit == 0
 
 
 # one parser for --set: a value means the same in `fit` and in `simulate`
@@ -515,6 +522,9 @@ def test_replicates_in_a_process_pool_give_coverage(cli, tmp_path):
         config = yaml.safe_load((fit_dir / "config.yaml").read_text())
         assert config["data"]["path"] == f"data/rep_{i:03d}.parquet"
         assert not (fit_dir / "plots").exists()  # replicates: fit plots off by default
+        stored = _idata_groups(fit_dir)  # and their pointwise draws: recovery needs neither
+        assert "posterior" in stored and "log_likelihood" not in stored
+        assert config["output"]["pointwise_limit"] == 0
     assert (run / "ranks.png").is_file() and (run / "recovery.png").is_file()
     assert (
         "SBC" in (run / "recovery.md").read_text()
@@ -694,3 +704,10 @@ def test_twenty_replicates_of_radon_like_data_cover_the_hyperparameters(cli, tmp
     ]
     assert (hyper["fits"] == 20).all()
     assert hyper["coverage_90"].between(0.75, 1.0).all(), hyper["coverage_90"]
+
+
+def _idata_groups(fit_dir) -> list[str]:
+    import xarray as xr
+
+    with xr.open_datatree(fit_dir / "idata.nc", engine="h5netcdf") as tree:
+        return list(tree.children)

@@ -117,7 +117,9 @@ def pointwise_groups(
                 own_row = {name: values[row] for name, values in params.items()}
                 ppc[ppc_row[d]] = outcome_family.draw(mean[row], own_row, data.trials, rng)
     note = None
-    if not keep_loglik:
+    if not keep_loglik and limit == 0:
+        note = "log_likelihood not stored (output.pointwise_limit: 0)"
+    elif not keep_loglik:
         note = (
             f"log_likelihood not stored: {n_samples:,} draws x {n_obs:,} observations exceeds "
             f"output.pointwise_limit {limit:,} (raise it to keep the log-likelihood for LOO)"
