@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hbreg._imports import defer_import
 from hbreg.config import SamplerConfig
 from hbreg.errors import ConfigError, SamplingError
 
@@ -88,7 +89,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _sample_nutpie(model, settings, *, seed, cores, progress):
-    _defer_import("arviz")  # nutpie imports it for a conversion hbreg does not use
+    defer_import("arviz")  # nutpie imports it for a conversion hbreg does not use
     import nutpie
     import pytensor
 
@@ -176,33 +177,6 @@ def _nutpie_datasets(trace, compiled):
 
     sample_stats = dataset(stats).rename({k: v for k, v in _NUTPIE_STATS.items() if k in stats})
     return dataset(values), sample_stats
-
-
-def _defer_import(name: str) -> None:
-    """Put a stand-in for module `name` in sys.modules that imports the module when used.
-
-    `import name` then costs nothing; the first attribute looked up on the stand-in (or any
-    later `import name`, once that happened) gets the real module. importlib's LazyLoader
-    does not do this on Python 3.12: the import statement itself reads `__spec__` and so
-    executes the module.
-    """
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
-    if name in sys.modules or importlib.util.find_spec(name) is None:
-        return
-
-    class Deferred(types.ModuleType):
-        def __getattr__(self, attribute):
-            real = sys.modules.get(name)
-            if real is None or real is self:
-                sys.modules.pop(name, None)
-                real = importlib.import_module(name)
-            return getattr(real, attribute)
-
-    sys.modules[name] = Deferred(name)
 
 
 def _sample_pymc(model, settings, *, seed, cores, backend):

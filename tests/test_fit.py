@@ -386,3 +386,47 @@ def test_numpyro_backend_on_the_marginal_model(tmp_path):
     table = pd.read_csv(run / "summary.csv", index_col=0)
     assert set(table.index) >= {"mu_intercept", "sigma_floor", "sigma", "floor[AITKIN]"}
     assert abs(table.loc["mu_floor", "mean"] + 0.67) < 0.086
+
+
+@pytest.mark.process
+@pytest.mark.skipif(importlib.util.find_spec("dask") is None, reason="Dask is not installed")
+def test_the_fit_command_imports_no_dask_and_its_idata_reads_back(
+    write_config, radon_hier_config, tmp_path
+):
+    """xarray imports an installed Dask for nothing (0.27 s of a radon fit); the command
+    tells it no Dask array exists (hbreg._imports), and writes the same idata.nc."""
+    import subprocess
+    import sys
+
+    radon_hier_config["sampler"] = {"draws": 50, "tune": 50, "chains": 1, "seed": 3}
+    output = {"root": str(tmp_path / "outputs"), "plots": ["posterior"]}
+    config = write_config({**radon_hier_config, "output": output})
+    argv = ["hbreg", "fit", str(config)]
+    code = f"import sys; sys.argv = {argv!r}; from hbreg.cli import app; app()"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"xarray", "pymc", "netCDF4"} <= imported  # the log is the whole process's
+    assert not [m for m in imported if m.split(".")[0] in ("dask", "distributed")]
+    (run,) = (tmp_path / "outputs").iterdir()
+    summary = pd.read_csv(run / "summary.csv", index_col=0)
+    with xr.open_datatree(run / "idata.nc", engine="h5netcdf") as tree:
+        assert {"posterior", "sample_stats", "log_likelihood", "posterior_predictive"} <= set(
+            tree.children
+        )
+        assert tree["sample_stats"]["diverging"].dtype == bool
+        posterior = tree["posterior"]
+        stored = {
+            "mu_intercept": posterior["mu_intercept"].mean(),
+            "sigma": posterior["sigma"].mean(),
+            "floor[AITKIN]": posterior["floor"].sel(county="AITKIN").mean(),
+        }
+        for name, mean in stored.items():
+            assert float(mean) == pytest.approx(summary.loc[name, "mean"], rel=1e-12), name
+    assert (run / "plots" / "posterior.png").is_file()

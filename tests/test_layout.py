@@ -30,7 +30,17 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),  # files and built-in datasets -> ModelData
     ("config",),  # YAML, --set, schema, priors
     # the foundation: imports nothing of ours
-    ("names", "families", "errors", "signals", "_gc", "compile_cache", "terminal", "__init__"),
+    (
+        "names",
+        "families",
+        "errors",
+        "signals",
+        "_gc",
+        "_imports",
+        "compile_cache",
+        "terminal",
+        "__init__",
+    ),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 600
