@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from hbreg.errors import ConfigError
@@ -17,9 +19,25 @@ def test_in_process_keeps_order():
     assert list(local_map(_square, [3, 1, 2], workers=1)) == [9, 1, 4]
 
 
+def _writes_netcdf(x: int) -> list[str]:
+    """What a replicate does with xarray (a Dataset, netCDF bytes); Dask modules imported."""
+    import sys
+
+    import xarray as xr
+
+    xr.Dataset({"v": ("d", [float(x)])}).to_netcdf(engine="netcdf4")
+    return [m for m in sys.modules if m.split(".")[0] in ("dask", "distributed")]
+
+
 @pytest.mark.process
 def test_process_pool_runs_every_task():
     assert sorted(local_map(_square, list(range(5)), workers=2)) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.process
+@pytest.mark.skipif(importlib.util.find_spec("dask") is None, reason="Dask is not installed")
+def test_pool_workers_do_not_import_dask_for_xarray():
+    assert list(local_map(_writes_netcdf, [1, 2], workers=2)) == [[], []]
 
 
 @pytest.mark.unit
