@@ -302,10 +302,10 @@ def plot_forest(
     if correlations:
         grid = fig.add_gridspec(2, len(columns), height_ratios=[height - 1.45, corr_height])
         first = fig.add_subplot(grid[0, 0])
-        axes = [first] + [fig.add_subplot(grid[0, i], sharey=first) for i in range(1, len(columns))]
+        axes = [first] + [fig.add_subplot(grid[0, i]) for i in range(1, len(columns))]
         _correlation_panel(fig.add_subplot(grid[1, :]), post, correlations, fontsize)
     else:
-        axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
+        axes = fig.subplots(1, len(columns), squeeze=False)[0]
     y = np.arange(n_groups)
     for ax, (title, values, mu) in zip(axes, columns, strict=True):
         q05, q25, q75, q95 = np.quantile(values, [0.05, 0.25, 0.75, 0.95], axis=0)
@@ -319,8 +319,8 @@ def plot_forest(
         ax.grid(axis="x", color="0.9", lw=0.6)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_axisbelow(True)
-    for ax in axes[1:]:
-        ax.tick_params(axis="y", left=False, labelleft=False)
+    for ax in axes[1:]:  # rows line up by their limits; ticks only where labelled
+        ax.set(yticks=[], ylim=(n_groups - 0.5, -0.5))
     axes[0].set_yticks(y, labels, fontsize=fontsize)
     axes[0].set_ylim(n_groups - 0.5, -0.5)
     axes[0].set_ylabel(group_dim, fontsize=9)
