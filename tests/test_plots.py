@@ -264,6 +264,33 @@ def test_workers_write_exactly_the_files_save_plots_writes(tmp_path):
 
 
 @pytest.mark.process
+def test_workers_draw_any_command_s_figure_as_it_is_drawn_in_process(tmp_path):
+    import pandas as pd
+
+    from hbreg.plots.common import save
+    from hbreg.simulate.plots import plot_recovery
+
+    recovery = pd.DataFrame(
+        {
+            "experiment": ["h", "h"],
+            "pooling": ["hierarchical"] * 2,
+            "level": ["population"] * 2,
+            "parameter": ["mu", "sigma"],
+            "truth": [1.0, 0.5],
+            "mean": [1.1, 0.45],
+            "lower_90": [0.8, 0.3],
+            "upper_90": [1.4, 0.6],
+            "inside_90": [True, True],
+        }
+    )
+    here = save(plot_recovery(recovery, single=True), tmp_path / "here.png")
+    with PlotWorkers(["recovery"]) as workers:
+        workers.save(plot_recovery, recovery, single=True, path=tmp_path / "there.png")
+        assert workers.wait() == [tmp_path / "there.png"]
+    assert here.read_bytes() == (tmp_path / "there.png").read_bytes()
+
+
+@pytest.mark.process
 def test_a_drawing_error_is_raised_in_the_caller_as_save_plots_raises_it(tmp_path):
     idata = _make_idata()
     bad = {**OPTIONS, "pair_vars": ["floor[NOWHERE]"]}

@@ -91,6 +91,14 @@ class PlotWorkers:
             job = (tree, Path(out_dir), {**options, "kinds": share})
             self._queue.put(pickle.dumps(job, protocol=5))
 
+    def save(self, make, *args, path: Path, **kwargs) -> None:
+        """`plots.common.save(make(*args, **kwargs), path)` in a child of its own.
+
+        For any command's figure; `make` is a module-level function (sent by name).
+        """
+        self._order.append(Path(path).stem)
+        self._queue.put(pickle.dumps((make, args, kwargs, Path(path)), protocol=5))
+
     def wait(self) -> list[Path]:
         """The files written, in the order asked for.
 
@@ -210,12 +218,17 @@ class _Share:
 
 
 def _draw(job) -> tuple[str, object]:
+    """A fit's figures (tree, out_dir, options) or one figure (make, args, kwargs, path)."""
+    from hbreg.plots.common import save
     from hbreg.plots.fit import save_plots
 
-    tree, out_dir, options = job
     try:
+        if len(job) == 4:
+            make, args, kwargs, path = job
+            return "ok", [save(make(*args, **kwargs), path)]
+        tree, out_dir, options = job
         return "ok", save_plots(tree, out_dir, **options)
-    except Exception as exc:  # noqa: BLE001 - sent back and raised by the fit
+    except Exception as exc:  # noqa: BLE001 - sent back and raised by the caller
         return "error", exc
 
 

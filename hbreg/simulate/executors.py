@@ -10,6 +10,7 @@ never on the executor that ran it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -135,8 +136,6 @@ def _no_dask_scheduler():
     Inside a Dask worker xarray locks the target across the cluster, which fails for
     the in-memory file that `fit` writes.
     """
-    import contextlib
-
     try:
         import dask
     except ImportError:
@@ -171,21 +170,6 @@ def _dask_outcomes(client, tasks: list[dict]):
         client.close()
 
 
-def _warm_up_plotting():
-    """Import matplotlib and load its fonts in a thread while the workers fit.
-
-    The client only waits for replicates meanwhile, and the recovery figures need both
-    (0.3-0.5 s of a radon-like simulation's end, 2-core machine). Join it before drawing.
-    """
-    import threading
-
-    from hbreg.plots.common import warm_up
-
-    thread = threading.Thread(target=warm_up, daemon=True)
-    thread.start()
-    return thread
-
-
 def _lost(task: dict, exc: BaseException) -> ReplicateOutcome:
     return ReplicateOutcome(
         replicate=task["replicate"],
@@ -207,7 +191,6 @@ def run_simulation(
     Raises ConfigError (exit 2) for a bad executor choice before anything is written,
     and SamplingError (exit 3) when every replicate failed.
     """
-    import contextlib
     import shlex
     import sys
 
@@ -247,10 +230,17 @@ def run_simulation(
         "experiments": [e.name for e in spec.experiments],
     }
     closing = contextlib.closing(client) if client is not None else contextlib.nullcontext()
-    with closing, RunDirectory(spec.output.root, spec.name, kind="simulate", **manifest) as run:
+    workers = spec.workers or os.cpu_count() or 1
+    in_process = executor != "dask" and (workers == 1 or len(tasks) == 1)
+    with (
+        closing,
+        RunDirectory(spec.output.root, spec.name, kind="simulate", **manifest) as run,
+        _figure_workers(in_process) as figures,
+    ):
         run.write_text("config.yaml", dump_simulation(spec))
-        outcomes = _collect(spec, tasks, run, executor, client, console)
-        result = assemble_results(spec, outcomes, run, seconds=time.perf_counter() - start)
+        outcomes = _collect(spec, tasks, run, executor, client, console, workers)
+        seconds = time.perf_counter() - start
+        result = assemble_results(spec, outcomes, run, seconds=seconds, figures=figures)
         run.manifest.update(
             failures=result.failures,
             diagnostic_failures=result.diagnostic_failures,
@@ -266,7 +256,21 @@ def run_simulation(
     return result
 
 
-def _collect(spec, tasks, run: RunDirectory, executor, client, console) -> list[ReplicateOutcome]:
+def _figure_workers(in_process: bool):
+    """The process drawing the recovery figures, warmed up while the replicates run.
+
+    Not for replicates fitted in this process: it would compete with them for the core.
+    """
+    if in_process:
+        return contextlib.nullcontext()
+    from hbreg.plots.worker import PlotWorkers
+
+    return PlotWorkers(["recovery", "ranks"])
+
+
+def _collect(
+    spec, tasks, run: RunDirectory, executor, client, console, workers: int
+) -> list[ReplicateOutcome]:
     from rich.markup import escape
     from rich.progress import (
         BarColumn,
@@ -298,13 +302,10 @@ def _collect(spec, tasks, run: RunDirectory, executor, client, console) -> list[
             fits_done["n"] += 1
             progress.advance(bar)
 
-        workers = spec.workers or os.cpu_count() or 1
         if executor == "dask":
             stream = _dask_outcomes(client, tasks)
         else:
             stream = _local_outcomes(tasks, workers, on_fit)
-        in_process = executor != "dask" and (workers == 1 or len(tasks) == 1)
-        warming = None if in_process else _warm_up_plotting()
         failed = flagged = 0
         for outcome in stream:
             flagged += sum(not d["passed"] for d in outcome.diagnostics.values())
@@ -322,8 +323,6 @@ def _collect(spec, tasks, run: RunDirectory, executor, client, console) -> list[
             progress.update(
                 bar, completed=max(done, fits_done["n"]), failed=failed, flagged=flagged
             )
-    if warming is not None:
-        warming.join()
     return sorted(outcomes, key=lambda o: o.replicate)
 
 

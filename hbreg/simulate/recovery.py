@@ -208,8 +208,12 @@ class SimulationResult:
         return self.replicates * len(self.experiments)
 
 
-def assemble_results(spec, outcomes, run, *, seconds: float) -> SimulationResult:
-    """Write recovery.csv, coverage.csv, truth.json, recovery.md and the figures."""
+def assemble_results(spec, outcomes, run, *, seconds: float, figures=None) -> SimulationResult:
+    """Write recovery.csv, coverage.csv, truth.json, recovery.md and the figures.
+
+    `figures` (a `PlotWorkers`) draws the two figures at once while the files are written;
+    without it they are drawn here.
+    """
     rows = [row for o in outcomes for row in o.rows]
     recovery = pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
     failures = [
@@ -266,13 +270,19 @@ def assemble_results(spec, outcomes, run, *, seconds: float) -> SimulationResult
                 {"replicate": o.replicate, "seed": o.seed, **(o.truth or {})} for o in outcomes
             ],
         }
+    drawn = [(plot_recovery, {"single": single}, "recovery.png")] if len(recovery) else []
+    if drawn and not single:
+        drawn.append((plot_ranks, {}, "ranks.png"))
+    for make, options, name in drawn if figures is not None else ():
+        figures.save(make, recovery, path=run.path / name, **options)
     run.write_json("truth.json", truth)
     run.write_text("recovery.csv", recovery.to_csv(index=False, float_format="%.17g"))
     if result.coverage is not None:
         run.write_text("coverage.csv", result.coverage.to_csv(index=False, float_format="%.17g"))
     run.write_text("recovery.md", recovery_markdown(result))
-    if len(recovery):
-        save(plot_recovery(recovery, single=single), run.path / "recovery.png")
-        if not single:
-            save(plot_ranks(recovery), run.path / "ranks.png")
+    if figures is not None:
+        figures.wait()
+    else:
+        for make, options, name in drawn:
+            save(make(recovery, **options), run.path / name)
     return result
