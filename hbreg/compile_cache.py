@@ -78,23 +78,42 @@ def compile_nutpie(model):
     Call with ``numba__fastmath`` set as wanted (PyTensor's keys include the flag).
     Shared variables (data given as inputs) stay inputs: `with_data` swaps them as in nutpie.
     A model with the structure of one compiled earlier in this process (the same graph,
-    constants, names and coords; only the shared data and the initial values may differ)
-    reuses that compiled model with its data swapped and its own initial point, skipping
-    PyTensor's function building too: the draws are those of a fresh compile.
+    constants, names, coords and initial values; only the shared data and initial values
+    given as shared variables may differ) reuses that compiled model with its data swapped
+    and its start values set, skipping PyTensor's function building too: the draws are
+    those of a fresh compile.
     """
     structure = _structure(model)
     for seen, compiled in _REUSABLE if structure else ():
         if _same_structure(seen, structure):
             inputs = {var.name for var in compiled.shared_var_keys}
-            swapped = compiled.with_data(
-                **{k: v for k, v in structure["data"].items() if k in inputs}
-            )
-            return dataclasses.replace(swapped, initial_point_func=_initial_point_func(model))
+            data = {k: v for k, v in structure["data"].items() if k in inputs}
+            return _starting_at(compiled.with_data(**data), seen["starts"], structure["starts"])
     compiled = _compile(model)
     if structure and getattr(compiled, "shared_var_keys", None) is not None:
         _REUSABLE.insert(0, (structure, compiled))
         del _REUSABLE[_REUSABLE_MAX:]
+        return _starting_at(compiled, structure["starts"], structure["starts"])
     return compiled
+
+
+def _starting_at(compiled, inputs: dict, starts: dict):
+    """`compiled` whose initial point first sets its start `inputs` to the `starts` values.
+
+    A reused model's initial point reads the start values (shared variables) of the model
+    it was compiled for; each model that shares it sets its own before every call.
+    """
+    if not inputs:
+        return compiled
+    first = compiled.initial_point_func
+    values = [(inputs[name], np.array(var.get_value())) for name, var in starts.items()]
+
+    def initial_point(seed):
+        for var, value in values:
+            var.set_value(value)
+        return first(seed)
+
+    return dataclasses.replace(compiled, initial_point_func=initial_point)
 
 
 def _structure(model) -> dict | None:
@@ -113,48 +132,27 @@ def _structure(model) -> dict | None:
     names = [v.name for v in data]
     if None in names or len(set(names)) != len(names):
         return None
+    initial = model.rvs_to_initial_values
     return {
         "outputs": outputs,
         "inputs": [model.rvs_to_values[rv] for rv in model.free_RVs] + shared,
         "data": {v.name: v.get_value() for v in data},
+        # start values given as shared variables (the intercept at the outcome's mean)
+        "starts": {rv.name: v for rv, v in initial.items() if isinstance(v, SharedVariable)},
         "plain": (
             [rv.name for rv in model.free_RVs],
             [v.name for v in model.deterministics],
             {k: tuple(v) if v is not None else None for k, v in model.coords.items()},
             dict(model.named_vars_to_dims),
+            {
+                rv.name: f"shared {v.type}" if isinstance(v, SharedVariable) else repr(v)
+                for rv, v in initial.items()
+            },
             [(v.name, str(v.type)) for v in shared],
             [np.ndim(v.get_value()) for v in data],
             pytensor.config.numba__fastmath,
         ),
     }
-
-
-def _initial_point_func(model):
-    """The jittered initial point of `model`, as nutpie's `compile_pymc_model` makes it.
-
-    simulate's replicates start the intercept at their own outcome's mean, so a reused
-    compiled model gets the initial point of the model it now samples.
-    """
-    from nutpie.compile_pymc import (
-        _compute_shapes,
-        _rv_dict_to_flat_array_wrapper,
-        _wrap_with_lock,
-    )
-    from pymc.initial_point import make_initial_point_fn
-
-    initial_point = _wrap_with_lock(
-        make_initial_point_fn(
-            model=model,
-            default_strategy="support_point",
-            jitter_rvs=set(model.free_RVs),
-            return_transformed=True,
-        )
-    )
-    names = [model.rvs_to_values[rv].name for rv in model.free_RVs]
-    shapes = _compute_shapes(model)
-    return _rv_dict_to_flat_array_wrapper(
-        initial_point, names=names, shapes=[shapes[name] for name in names]
-    )
 
 
 def _same_structure(a: dict, b: dict) -> bool:

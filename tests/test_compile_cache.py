@@ -28,7 +28,9 @@ MODEL = textwrap.dedent(
         # the data as a shared input (as hbreg's marginal model), the prior as a constant
         y = pytensor.shared(np.array([0.3, -1.2, 0.8, 2.1, 0.0, 1.4]) + shift, name="y_data")
         with pm.Model() as model:
-            mu = pm.Normal("mu", 0, prior_sd, initval=shift / 2)  # start: like the intercept
+            # a data-dependent start, an input like hbreg's intercept start
+            start = pytensor.shared(np.float64(shift / 2), name="mu_start")
+            mu = pm.Normal("mu", 0, prior_sd, initval=start)
             z = pm.Normal("z_signed", 0, 2)
             pm.Deterministic("scale", abs(z) + 0.5)
             pm.Potential("loglik", pm.logp(pm.Normal.dist(mu, abs(z) + 0.5), y).sum())

@@ -269,6 +269,8 @@ def _start_intercept_at_the_mean(model, params: dict, config: Config, data: Mode
     of 0.75, r_hat 2.5, 74 divergences); started at the mean, the same run has 0
     divergences and r_hat 1.016 (draws 200, tune 200, 4 chains, seed 1).
     """
+    import pytensor
+
     from hbreg.config.priors import DISTRIBUTIONS
 
     if config.model.link != "identity":
@@ -279,7 +281,9 @@ def _start_intercept_at_the_mean(model, params: dict, config: Config, data: Mode
         if var is None or var not in model.free_RVs or "intercept" not in data.coef_names:
             continue
         if start > 0 or not DISTRIBUTIONS[prior_for(config, name)["dist"]].positive_support:
-            model.set_initval(var, start)
+            # an input of the initial point, like the data: a model compiled for one data
+            # set starts another at its own mean (hbreg/compile_cache.py)
+            model.set_initval(var, pytensor.shared(np.float64(start), name=f"hbreg_start_{name}"))
         return
 
 
