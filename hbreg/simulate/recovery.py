@@ -112,35 +112,51 @@ def truth_for(sim, config) -> dict[str, float]:
 
 
 def recover(posterior, truth: dict[str, float], *, group_dim: str | None) -> list[dict]:
-    """Posterior mean, sd, 50% and 90% central intervals and the truth's rank, per parameter."""
-    rows = []
-    for name, true in truth.items():
+    """Posterior mean, sd, 50% and 90% central intervals and the truth's rank, per parameter.
+
+    Each variable is summarized in one pass over all its groups (170 look-ups and quantiles
+    one group at a time were 35 ms of every radon-like fit in `hbreg simulate`).
+    """
+    by_var: dict[str, list[tuple[str, str]]] = {}
+    for name in truth:
         var, _, label = name.partition("[")
-        draws = posterior[var]
-        if label:
-            draws = draws.sel({group_dim: label.rstrip("]")})
-        draws = np.asarray(draws.values, dtype=float).ravel()
-        q05, q25, q75, q95 = np.quantile(draws, [0.05, 0.25, 0.75, 0.95])
-        mean = float(draws.mean())
-        rows.append(
-            {
+        by_var.setdefault(var, []).append((name, label.rstrip("]")))
+    found = {}
+    for var, entries in by_var.items():
+        values = posterior[var]
+        if entries[0][1]:
+            labels = [label for _, label in entries]
+            index = values.indexes[group_dim].get_indexer(labels)
+            if (index < 0).any():
+                missing = [lab for lab, i in zip(labels, index, strict=True) if i < 0]
+                raise KeyError(f"{var}: no {group_dim} {', '.join(missing)}")
+            values = values.transpose("chain", "draw", group_dim).values
+            draws = values.reshape(-1, values.shape[-1])[:, index].astype(float)
+        else:
+            draws = np.asarray(values.values, dtype=float).reshape(-1, 1)
+        true = np.array([truth[name] for name, _ in entries])
+        q05, q25, q75, q95 = np.quantile(draws, [0.05, 0.25, 0.75, 0.95], axis=0)
+        mean = draws.mean(axis=0)
+        sd = draws.std(axis=0, ddof=1)
+        rank = (draws < true).sum(axis=0)
+        for k, (name, label) in enumerate(entries):
+            found[name] = {
                 "parameter": name,
                 "level": "group" if label else "population",
-                "truth": true,
-                "mean": mean,
-                "sd": float(draws.std(ddof=1)),
-                "lower_90": float(q05),
-                "upper_90": float(q95),
-                "inside_90": bool(q05 <= true <= q95),
-                "lower_50": float(q25),
-                "upper_50": float(q75),
-                "inside_50": bool(q25 <= true <= q75),
-                "error": mean - true,
-                "rank": int(np.sum(draws < true)),
-                "n_draws": int(draws.size),
+                "truth": truth[name],
+                "mean": float(mean[k]),
+                "sd": float(sd[k]),
+                "lower_90": float(q05[k]),
+                "upper_90": float(q95[k]),
+                "inside_90": bool(q05[k] <= true[k] <= q95[k]),
+                "lower_50": float(q25[k]),
+                "upper_50": float(q75[k]),
+                "inside_50": bool(q25[k] <= true[k] <= q75[k]),
+                "error": float(mean[k]) - truth[name],
+                "rank": int(rank[k]),
+                "n_draws": int(draws.shape[0]),
             }
-        )
-    return rows
+    return [found[name] for name in truth]
 
 
 def coverage(recovery: pd.DataFrame) -> pd.DataFrame:
