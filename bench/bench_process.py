@@ -19,7 +19,7 @@ untimed process that runs the script's ``fit()`` with the same seed (PyMC's draw
 reproducible, so it is the ESS of the timed runs). hbreg's in-process split comes from the
 run manifests; "startup" is the whole process minus the steps the manifest times.
 
-    python bench/bench_process.py [--repeats 3] [--no-simulate]
+    python bench/bench_process.py [--repeats 5] [--no-simulate]
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def cold_env(scratch: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-simulate", action="store_true")
     args = parser.parse_args()
     rows: dict[str, list[float]] = {}
