@@ -157,7 +157,7 @@ def _with_design_checks(config: Config, data: ModelData) -> ModelData:
 
 
 def _plot_workers(config: Config):
-    """The processes that will draw the run's figures, started now so they are warm by then."""
+    """The process that will draw the run's figures, started now so it is warm by then."""
     if not config.output.plots:
         return contextlib.nullcontext()
     from hbreg.plots.worker import PlotWorkers
@@ -268,10 +268,10 @@ def _prior_into(run, config, data, timings, plots) -> FitResult:
         }
     )
     tree.attrs.update(hbreg_version=__version__, config_hash=_config_hash(config), prior_only=1)
-    run.write_bytes("idata.nc", _netcdf_bytes(tree))
     view = {"posterior": prior, "posterior_predictive": predictive, "observed_data": observed}
     shown = [k for k in config.output.plots if k in ("posterior", "forest", "ppc", "pair")]
     _send_plots(plots, view, run, config, data, built, kinds=shown, prior_only=True)
+    run.write_bytes("idata.nc", _netcdf_bytes(tree))
     if plots is not None:
         plots.wait()
     timings["report"] = elapsed(step)

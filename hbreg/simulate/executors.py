@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import tarfile
 import tempfile
 import time
@@ -134,11 +135,11 @@ def _no_dask_scheduler():
     """No Dask scheduler while fitting, so xarray takes a local lock to write netCDF.
 
     Inside a Dask worker xarray locks the target across the cluster, which fails for
-    the in-memory file that `fit` writes.
+    the in-memory file that `fit` writes. A process that has not imported Dask (a local
+    pool worker) has no scheduler to turn off, and is not made to import it.
     """
-    try:
-        import dask
-    except ImportError:
+    dask = sys.modules.get("dask")
+    if dask is None:
         return contextlib.nullcontext()
     return dask.config.set(scheduler="synchronous")
 
@@ -192,7 +193,6 @@ def run_simulation(
     and SamplingError (exit 3) when every replicate failed.
     """
     import shlex
-    import sys
 
     from rich.console import Console
 
