@@ -329,6 +329,28 @@ def test_no_worker_outlives_a_run_that_failed(tmp_path):
 
 
 @pytest.mark.process
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="the shares are forked on POSIX only")
+def test_an_interrupted_run_stops_the_children_drawing_too(tmp_path):
+    import time
+
+    with pytest.raises(KeyboardInterrupt), PlotWorkers(PLOT_KINDS) as workers:
+        # a DataTree stand-in whose first look-up keeps the child drawing it for a minute
+        slow = collections.defaultdict(functools.partial(time.sleep, 60))
+        workers.draw(slow, tmp_path, kinds=["trace"], **OPTIONS)
+        group = workers._process.pid
+        time.sleep(3)  # warmed up, the child forked and drawing
+        raise KeyboardInterrupt
+    for _ in range(50):  # every process of the worker's group gone (reaped by init)
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("a child drawing for the worker outlived the run")
+
+
+@pytest.mark.process
 def test_a_share_whose_drawing_process_dies_is_reported(tmp_path):
     with PlotWorkers(PLOT_KINDS) as workers, pytest.raises(RuntimeError) as failed:
         workers.draw(_make_idata(), tmp_path, kinds=["energy"], **OPTIONS)

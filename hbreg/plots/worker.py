@@ -18,9 +18,11 @@ reads as it did before; a process that dies is reported with how it ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,7 @@ class PlotWorkers:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             env={**os.environ, **_SINGLE_THREADED},
+            start_new_session=hasattr(os, "killpg"),  # its own group: see __exit__
         )
         self._queue: queue.Queue = queue.Queue()
         self._feeder = threading.Thread(target=self._feed, daemon=True)
@@ -65,12 +68,19 @@ class PlotWorkers:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        if self._process.poll() is None:  # the fit failed or was interrupted
+            self._stop()
         self._queue.put(None)
         for stream in (self._process.stdout, self._stderr):
             stream.close()
+
+    def _stop(self) -> None:
+        """Kill the worker and the children drawing for it, before they write more."""
+        if hasattr(os, "killpg"):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.kill()
+        self._process.wait()
 
     def draw(self, tree, out_dir: Path, *, kinds, **options) -> None:
         """`save_plots(tree, out_dir, kinds=..., **options)`, the kinds shared out.
