@@ -213,13 +213,14 @@ def _fit_into(run, config, data, timings, progress, plots) -> FitResult:
             target_accept=config.sampler.target_accept,
         ),
     )
-    idata = _inference_data(posterior, sampled.sample_stats, loglik, ppc, data, config, built)
+    config_hash = run.manifest["config_hash"]  # hashed once, for the manifest
+    idata = _inference_data(
+        posterior, sampled.sample_stats, loglik, ppc, data, config, built, config_hash
+    )
     shown = ("posterior_predictive", "observed_data")
     groups = {g: idata[g].to_dataset() for g in shown if g in idata.children}
     _send_plots(plots, groups, run, config, data, built, kinds=["ppc"] if "ppc" in kinds else [])
-    run.write_bytes("idata.nc", _netcdf_bytes(idata, _netcdf_encoding(idata)))
-    if plots is not None:
-        plots.wait()
+    _write_idata(run, idata, plots)
     timings["report"] = elapsed(step)
     return FitResult(
         path=run.path,
@@ -267,13 +268,12 @@ def _prior_into(run, config, data, timings, plots) -> FitResult:
             "constant_data": constant_data(data, config),
         }
     )
-    tree.attrs.update(hbreg_version=__version__, config_hash=_config_hash(config), prior_only=1)
+    config_hash = run.manifest["config_hash"]
+    tree.attrs.update(hbreg_version=__version__, config_hash=config_hash, prior_only=1)
     view = {"posterior": prior, "posterior_predictive": predictive, "observed_data": observed}
     shown = [k for k in config.output.plots if k in ("posterior", "forest", "ppc", "pair")]
     _send_plots(plots, view, run, config, data, built, kinds=shown, prior_only=True)
-    run.write_bytes("idata.nc", _netcdf_bytes(tree))
-    if plots is not None:
-        plots.wait()
+    _write_idata(run, tree, plots)
     timings["report"] = elapsed(step)
     return FitResult(
         path=run.path,
@@ -310,7 +310,7 @@ def _send_plots(plots, groups, run, config, data, built, *, kinds, prior_only=Fa
     )
 
 
-def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
+def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built, config_hash):
     import xarray as xr
 
     observed = xr.Dataset(
@@ -328,7 +328,7 @@ def _inference_data(posterior, sample_stats, loglik, ppc, data, config, built):
     tree = xr.DataTree.from_dict(groups)
     tree.attrs.update(
         hbreg_version=__version__,
-        config_hash=_config_hash(config),
+        config_hash=config_hash,
         pooling=config.model.pooling,
         parameterization=built.parameterization,
         data_fingerprint=data.fingerprint,
@@ -406,8 +406,8 @@ def _small_int(values: np.ndarray, upper: int) -> np.ndarray:
 _FLOAT32_GROUPS = ("log_likelihood", "posterior_predictive")
 
 
-def _netcdf_bytes(tree, encoding: dict | None = None) -> bytes:
-    """`tree` as the bytes of a netCDF-4 file.
+def _write_idata(run, tree, plots) -> None:
+    """Write `idata.nc` while the plot worker draws, then wait for the figures.
 
     Serialized in memory first: HDF5 failing half-way through a file on a full disk can
     take the process down with it. Written by the netCDF-C library (``netcdf4``): 15-20 ms
@@ -415,7 +415,10 @@ def _netcdf_bytes(tree, encoding: dict | None = None) -> bytes:
     h5netcdf a scan of the file's dimensions; every reader (h5netcdf included) reads the
     same file.
     """
-    return bytes(tree.to_netcdf(engine="netcdf4", encoding=encoding))
+    encoding = _netcdf_encoding(tree)
+    run.write_bytes("idata.nc", bytes(tree.to_netcdf(engine="netcdf4", encoding=encoding)))
+    if plots is not None:
+        plots.wait()
 
 
 def _netcdf_encoding(idata) -> dict:

@@ -76,6 +76,17 @@ class _Section(BaseModel):
         return value
 
 
+class _FamilySection(_Section):
+    """A section with `family` and `link` fields: no link stated means the family's usual one."""
+
+    @model_validator(mode="after")
+    def _link_of_the_family(self):
+        link = link_of(self.family, self.link)
+        if link != self.link:  # assigning validates again: only when it changes
+            self.link = link
+        return self
+
+
 class DataConfig(_Section):
     """Where the rows come from and which columns play which role."""
 
@@ -103,7 +114,7 @@ class DataConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
+class ModelConfig(_FamilySection):
     """Pooling strategy, which coefficients vary by group, and how to sample them."""
 
     pooling: Literal["pooled", "unpooled", "hierarchical"] = "hierarchical"
@@ -116,13 +127,6 @@ class ModelConfig(_Section):
     correlated: bool = False
     standardize: bool = False  # sample on centred, scaled columns (hbreg.models.standardize)
     formula: str | None = None
-
-    @model_validator(mode="after")
-    def _link_of_the_family(self):
-        link = link_of(self.family, self.link)
-        if link != self.link:  # assigning validates again: only when it changes
-            self.link = link
-        return self
 
     @field_validator("formula")
     @classmethod

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag
 
 from hbreg.config import (
     PLOT_KINDS,
@@ -29,9 +29,9 @@ from hbreg.config import (
     read_yaml_mapping,
     validate_mapping,
 )
-from hbreg.config.schema import _Section
+from hbreg.config.schema import _FamilySection, _Section
 from hbreg.errors import ConfigError
-from hbreg.families import FAMILIES, LINKS, link_of
+from hbreg.families import FAMILIES, LINKS
 from hbreg.names import INTERCEPT, RESIDUAL_SD
 
 __all__ = [
@@ -176,7 +176,7 @@ Truth = Annotated[
 ]
 
 
-class GenerateConfig(_Section):
+class GenerateConfig(_FamilySection):
     """How the synthetic rows are made."""
 
     groups: Annotated[int, Field(ge=1)] | list[str] | None = None
@@ -190,13 +190,6 @@ class GenerateConfig(_Section):
     trials: int = Field(10, ge=1)  # binomial: trials per row, in the column `trials`
     truth: Truth
     prior_from: str | None = None
-
-    @model_validator(mode="after")
-    def _link_of_the_family(self):
-        link = link_of(self.family, self.link)
-        if link != self.link:  # assigning validates again: only when it changes
-            self.link = link
-        return self
 
 
 class ExperimentConfig(_Section):

@@ -289,8 +289,9 @@ def assemble_results(spec, outcomes, run, *, seconds: float, figures=None) -> Si
     drawn = [(plot_recovery, {"single": single}, "recovery.png")] if len(recovery) else []
     if drawn and not single:
         drawn.append((plot_ranks, {}, "ranks.png"))
-    for make, options, name in drawn if figures is not None else ():
-        figures.save(make, recovery, path=run.path / name, **options)
+    if figures is not None:  # drawn by the worker while the files below are written
+        for make, options, name in drawn:
+            figures.save(make, recovery, path=run.path / name, **options)
     run.write_json("truth.json", truth)
     run.write_text("recovery.csv", recovery.to_csv(index=False, float_format="%.17g"))
     if result.coverage is not None:
