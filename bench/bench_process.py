@@ -37,6 +37,9 @@ from pathlib import Path
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_radon import RESULTS, markdown  # noqa: E402
+
 ROOT = HERE.parent
 HBREG = Path(sys.executable).with_name("hbreg")
 PLAIN = [sys.executable, str(HERE / "pymc_radon_notebook.py")]
@@ -192,24 +195,15 @@ def write(body: str, stem: str, title: str) -> None:
     """Print the tables and save them as markdown under bench/results/."""
     import platform
 
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     header = (
         f"# {title}\n\nMachine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, load average {load:.1f} at the end; "
         f"{time.strftime('%Y-%m-%d %H:%M')}\n\n"
     )
-    (results / f"{stem}.md").write_text(header + body + "\n")
+    (RESULTS / f"{stem}.md").write_text(header + body + "\n")
     print(header + body)
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown needs tabulate, which hbreg does not depend on)."""
-    frame = table.reset_index()
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
